@@ -1,0 +1,37 @@
+# Quick start: `make demo` (the DAG end to end on the embedded warehouse) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint venv warehouse-start warehouse-stop warehouse-load clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	# torch==2.13.0 is pinned: pip takes the CPU wheel on disk instead of a multi-GB CUDA build.
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+demo: $(STAMP)
+	scripts/demo.sh
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+warehouse-start: $(STAMP)
+	scripts/warehouse.sh start
+
+warehouse-stop:
+	scripts/warehouse.sh stop
+
+warehouse-load: $(STAMP)
+	scripts/warehouse.sh load
+
+clean: warehouse-stop
+	rm -rf .airflow .warehouse artifacts

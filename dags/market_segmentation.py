@@ -1,0 +1,116 @@
+"""
+### Monthly hybrid market segmentation
+
+Segments every market for one calendar month from a Snowflake star schema:
+
+1. **extract_static_features**: discount, Platinum/Gold/Silver shares, customer lifetime value,
+   product-line and subcategory breadth per market (SQL in the warehouse);
+2. **build_sequences**: monthly revenue, growth, customers and quantity per market, windows of
+   `seq_len` months ending at the run's month;
+3. **train_autoencoder**: LSTM autoencoder (GPU queue in production, CPU otherwise);
+4. **embed_markets**: each market's latest window to a 32-D embedding;
+5. **cluster_markets**: standardized static features + embedding, K-Means / DBSCAN / HDBSCAN, with
+   silhouettes for hybrid, LSTM-only and static-only;
+6. **write_segments**: SegmentID per market and month into `MARKET_SEGMENT` (MERGE, one transaction)
+   and one row into `SEGMENTATION_RUN`.
+
+The run's month is the data interval (the previous calendar month, UTC), or the `target_month`
+Param. Re-running a month replaces that month's rows. Logic lives in `include/segmentation/`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+
+from include.segmentation.config import load_config
+
+# Parse-time: only the small pydantic config (no connections, no torch/sklearn/snowflake).
+DEFAULTS = load_config()
+
+
+def _settings():
+    from include.segmentation.pipeline import settings_from_context
+
+    return settings_from_context(get_current_context())
+
+
+@dag(
+    dag_id="market_segmentation",
+    doc_md=__doc__,
+    # A data-interval timetable (not a cron string, which Airflow 3 turns into a zero-length
+    # CronTriggerTimetable): the run on the 1st covers the previous calendar month.
+    schedule=CronDataIntervalTimetable("0 0 1 * *", timezone="UTC"),
+    start_date=pendulum.datetime(2011, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True, "execution_timeout": timedelta(hours=2)},
+    tags=["segmentation", "snowflake", "pytorch"],
+    params={
+        "target_month": Param(None, type=["null", "string"], pattern=r"^\d{4}-(0[1-9]|1[0-2])$", title="Target month",
+                              description="YYYY-MM to segment; empty: the run's data interval (previous month)."),
+        "seq_len": Param(DEFAULTS.sequences.seq_len, type="integer", minimum=6, maximum=24,
+                         title="Window length (months)", description="Months of history per market, 6-24."),
+        "algorithm": Param(DEFAULTS.clustering.algorithm, type="string", enum=["kmeans", "dbscan", "hdbscan"],
+                           title="Clustering algorithm"),
+        "n_clusters": Param(DEFAULTS.clustering.n_clusters, type=["null", "integer"], minimum=2, maximum=50,
+                            title="Number of segments", description="Empty: chosen by silhouette (K-Means only)."),
+        "static_weight": Param(DEFAULTS.clustering.static_weight, type="number", minimum=0, maximum=1,
+                               title="Static weight", description="Share (0-1) of the static block in the hybrid features."),
+        "epochs": Param(DEFAULTS.model.epochs, type="integer", minimum=1, maximum=1000, title="Training epochs"),
+        "dry_run": Param(False, type="boolean", title="Dry run", description="Compute everything, write nothing."),
+        "force_retrain": Param(False, type="boolean", title="Force retrain",
+                               description="Retrain even if this month's model exists for the same data."),
+    },
+)
+def market_segmentation():
+    @task
+    def extract_static_features() -> dict:
+        from include.segmentation import pipeline
+
+        return pipeline.extract_static_features(*_settings())
+
+    @task
+    def build_sequences(static: dict) -> dict:
+        from include.segmentation import pipeline
+
+        return pipeline.build_sequences(*_settings(), static["path"])
+
+    @task(queue=DEFAULTS.train_queue)
+    def train_autoencoder(sequences: dict) -> dict:
+        from include.segmentation import pipeline
+
+        force = bool(get_current_context()["params"]["force_retrain"])
+        return pipeline.train_autoencoder(*_settings(), sequences["path"], force=force)
+
+    @task
+    def embed_markets(sequences: dict, model: dict) -> dict:
+        from include.segmentation import pipeline
+
+        return pipeline.embed_markets(*_settings(), sequences["path"], model["path"])
+
+    @task
+    def cluster_markets(static: dict, embeddings: dict) -> dict:
+        from include.segmentation import pipeline
+
+        return pipeline.cluster_markets(*_settings(), static["path"], embeddings["path"])
+
+    @task
+    def write_segments(clusters: dict, model: dict) -> dict:
+        from include.segmentation import pipeline
+
+        context = get_current_context()
+        metrics = clusters | {"final_loss": model["final_loss"]}
+        return pipeline.write_month(*_settings(), clusters["path"], metrics, context["run_id"],
+                                    dry_run=bool(context["params"]["dry_run"]))
+
+    static = extract_static_features()
+    sequences = build_sequences(static)
+    model = train_autoencoder(sequences)
+    embeddings = embed_markets(sequences, model)
+    write_segments(cluster_markets(static, embeddings), model)
+
+
+market_segmentation()

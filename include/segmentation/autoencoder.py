@@ -1,0 +1,205 @@
+"""LSTM autoencoder: compress a market's monthly window into a fixed-size embedding.
+
+torch is imported inside functions only, so importing this module (e.g. while Airflow parses the
+DAG, or in a forked Celery worker) never initialises torch or CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from include.segmentation.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+def _build_model(n_features: int, hidden_dim: int, embedding_dim: int, num_layers: int):
+    from torch import nn
+
+    class LSTMAutoencoder(nn.Module):
+        """Encoder LSTM -> linear bottleneck (the embedding) -> repeated -> decoder LSTM -> features.
+
+        The sequence-to-sequence autoencoder of Srivastava et al. (2015, "Unsupervised Learning of
+        Video Representations using LSTMs"), with the final hidden state projected to the embedding.
+        """
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = nn.LSTM(n_features, hidden_dim, num_layers, batch_first=True)
+            self.to_embedding = nn.Linear(hidden_dim, embedding_dim)
+            self.from_embedding = nn.Linear(embedding_dim, hidden_dim)
+            self.decoder = nn.LSTM(hidden_dim, hidden_dim, num_layers, batch_first=True)
+            self.to_features = nn.Linear(hidden_dim, n_features)
+
+        def encode(self, x: torch.Tensor) -> torch.Tensor:  # (n, seq_len, f) -> (n, embedding_dim)
+            _, (h, _) = self.encoder(x)
+            return self.to_embedding(h[-1])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            z = self.encode(x)
+            h = self.from_embedding(z).unsqueeze(1).expand(-1, x.shape[1], -1)
+            out, _ = self.decoder(h)
+            return self.to_features(out)
+
+    return LSTMAutoencoder()
+
+
+def pick_device(prefer: str | None = None) -> str:
+    """``'cuda'`` when a GPU is visible to this process, else ``'cpu'`` (or ``prefer`` if given)."""
+    import torch
+
+    if prefer:
+        return prefer
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _cpu_threads(configured: int | None) -> int:
+    # Set explicitly: on a 2-core worker, torch's default under contention was measured 6x slower
+    # than one thread. sched_getaffinity honours the cores a container or cgroup gives us.
+    return configured or max(1, len(os.sched_getaffinity(0)))
+
+
+@dataclass
+class TrainedAutoencoder:
+    """A trained model and what is needed to reuse it (saved with ``save``, read with ``load``)."""
+
+    model: object  # the torch module
+    n_features: int
+    seq_len: int
+    hidden_dim: int
+    embedding_dim: int
+    num_layers: int
+    losses: list[float] = field(default_factory=list)  # mean reconstruction MSE per epoch
+    device: str = "cpu"
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the weights and hyper-parameters to one torch file."""
+        import torch
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {
+                "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "n_features": self.n_features,
+                "seq_len": self.seq_len,
+                "hidden_dim": self.hidden_dim,
+                "embedding_dim": self.embedding_dim,
+                "num_layers": self.num_layers,
+                "losses": self.losses,
+            },
+            path,
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | None = None) -> TrainedAutoencoder:
+        """Read a model written by ``save`` (``weights_only``: no pickled code is executed)."""
+        import torch
+
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        device = pick_device(device)
+        model = _build_model(blob["n_features"], blob["hidden_dim"], blob["embedding_dim"], blob["num_layers"])
+        model.load_state_dict(blob["state_dict"])
+        model.to(device).eval()
+        return cls(
+            model=model,
+            n_features=blob["n_features"],
+            seq_len=blob["seq_len"],
+            hidden_dim=blob["hidden_dim"],
+            embedding_dim=blob["embedding_dim"],
+            num_layers=blob["num_layers"],
+            losses=list(blob["losses"]),
+            device=device,
+        )
+
+
+def train_autoencoder(
+    windows: np.ndarray, config: ModelConfig, seed: int, device: str | None = None
+) -> TrainedAutoencoder:
+    """Train the autoencoder to reconstruct ``windows`` (MSE, Adam).
+
+    ``windows`` is ``(n_windows, seq_len, n_features)`` float32, already scaled. Trains
+    ``max(config.epochs, ceil(config.min_steps / batches_per_epoch))`` epochs so that a small
+    warehouse (few windows, few batches) still gets enough optimizer steps. Deterministic for a
+    given ``seed`` on a given device. Logs the mean loss of each epoch. Raises ``ValueError`` on an
+    empty or non-finite input.
+    """
+    import torch
+
+    if windows.ndim != 3 or len(windows) == 0:
+        raise ValueError(f"windows must be a non-empty (n_windows, seq_len, n_features) array, got {windows.shape}")
+    if not np.isfinite(windows).all():
+        raise ValueError("training windows contain NaN or infinite values")
+    device = pick_device(device)
+    if device == "cpu":
+        torch.set_num_threads(_cpu_threads(config.cpu_threads))
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+
+    n, seq_len, n_features = windows.shape
+    model = _build_model(n_features, config.hidden_dim, config.embedding_dim, config.num_layers).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    data = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(device)
+    batch = min(config.batch_size, n)
+    batches_per_epoch = math.ceil(n / batch)
+    epochs = max(config.epochs, math.ceil(config.min_steps / batches_per_epoch))
+    # bf16 autocast only pays off on CUDA; on CPU it is slower and less accurate.
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
+
+    losses: list[float] = []
+    model.train()
+    for epoch in range(epochs):
+        order = torch.from_numpy(rng.permutation(n)).to(device)
+        total = 0.0
+        for start in range(0, n, batch):
+            x = data[order[start : start + batch]]
+            with autocast:
+                loss = torch.nn.functional.mse_loss(model(x).float(), x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(x)
+        losses.append(total / n)
+        log.info("epoch %d/%d reconstruction MSE %.5f", epoch + 1, epochs, losses[-1])
+    model.eval()
+    return TrainedAutoencoder(
+        model=model,
+        n_features=n_features,
+        seq_len=seq_len,
+        hidden_dim=config.hidden_dim,
+        embedding_dim=config.embedding_dim,
+        num_layers=config.num_layers,
+        losses=losses,
+        device=device,
+    )
+
+
+def embed(trained: TrainedAutoencoder, windows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Encode ``(n_markets, seq_len, n_features)`` float32 windows to ``(n_markets, embedding_dim)`` float32.
+
+    Raises ``ValueError`` when the window length or feature count differs from the trained model's.
+    """
+    import torch
+
+    if windows.ndim != 3 or windows.shape[1:] != (trained.seq_len, trained.n_features):
+        raise ValueError(
+            f"windows must be (n, {trained.seq_len}, {trained.n_features}) like the training data, got {windows.shape}"
+        )
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(windows), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(windows[start : start + batch_size], dtype=np.float32))
+            out.append(trained.model.encode(x.to(trained.device)).float().cpu().numpy())
+    if not out:
+        return np.zeros((0, trained.embedding_dim), dtype=np.float32)
+    return np.concatenate(out).astype(np.float32)

@@ -1,0 +1,184 @@
+"""Hybrid clustering: standardized static features + autoencoder embedding, K-Means / DBSCAN / HDBSCAN.
+
+scikit-learn is imported inside functions so the DAG file can import this package cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from include.segmentation.config import ClusterConfig
+
+#: Static features from ``sql/static_features.sql``: discount rate (0-1), loyalty shares (0-1),
+#: average customer lifetime value (currency), distinct product lines and subcategories (counts).
+STATIC_FEATURES = (
+    "avg_discount",
+    "platinum_share",
+    "gold_share",
+    "silver_share",
+    "avg_ltv",
+    "total_product_lines",
+    "total_subcategories",
+)
+
+#: Above this many points silhouette is computed on a fixed-size random sample (it is O(n^2)).
+SILHOUETTE_SAMPLE = 10_000
+
+
+def standardize(x: np.ndarray) -> np.ndarray:
+    """Column-wise z-scores of ``(n, d)`` data (``StandardScaler``); constant columns become 0."""
+    from sklearn.preprocessing import StandardScaler
+
+    if not np.isfinite(x).all():
+        raise ValueError("features contain NaN or infinite values")
+    return StandardScaler().fit_transform(np.asarray(x, dtype=np.float64))
+
+
+def _block(x: np.ndarray, weight: float) -> np.ndarray:
+    # After standardization a block's total variance equals its number of non-constant columns, so
+    # 32 embedding dimensions would outvote 7 static features by count alone. Rescale so the block's
+    # total variance is `weight`, whatever its width.
+    z = standardize(x)
+    width = int((z.std(axis=0) > 1e-12).sum())
+    return z * np.sqrt(weight / width) if width else z
+
+
+def hybrid_features(static: np.ndarray, embedding: np.ndarray, static_weight: float) -> np.ndarray:
+    """Concatenate the weighted static block ``(n, s)`` and embedding block ``(n, e)`` -> ``(n, s + e)``.
+
+    Each block is standardized column-wise, then scaled so the static block holds ``static_weight``
+    (0-1) of the total variance and the embedding the rest. Raises ``ValueError`` on mismatched rows,
+    NaN/inf, or a weight outside [0, 1].
+    """
+    if static.shape[0] != embedding.shape[0]:
+        raise ValueError(f"static has {static.shape[0]} markets but embedding has {embedding.shape[0]}")
+    if not 0.0 <= static_weight <= 1.0:
+        raise ValueError(f"static_weight must be in [0, 1], got {static_weight}")
+    return np.hstack([_block(static, static_weight), _block(embedding, 1.0 - static_weight)])
+
+
+def silhouette(x: np.ndarray, labels: np.ndarray, seed: int) -> float:
+    """Silhouette (Rousseeuw 1987) of ``labels`` on ``x``, ignoring noise (label -1).
+
+    NaN when fewer than two clusters remain or every point is its own cluster. Sampled to
+    ``SILHOUETTE_SAMPLE`` points above that size.
+    """
+    from sklearn.metrics import silhouette_score
+
+    keep = labels >= 0
+    x, labels = x[keep], labels[keep]
+    n_labels = len(np.unique(labels))
+    if n_labels < 2 or n_labels >= len(labels):
+        return float("nan")
+    sample = SILHOUETTE_SAMPLE if len(x) > SILHOUETTE_SAMPLE else None
+    return float(silhouette_score(x, labels, sample_size=sample, random_state=seed))
+
+
+def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    from sklearn.cluster import KMeans
+
+    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x)
+
+
+def choose_k(x: np.ndarray, k_min: int, k_max: int, seed: int) -> tuple[int, dict[int, float]]:
+    """Pick k in ``[k_min, min(k_max, n - 1)]`` with the highest K-Means silhouette.
+
+    Returns ``(k, {k: silhouette})``. Raises ``ValueError`` when fewer than 3 markets make every
+    k invalid (silhouette needs 2 <= k <= n - 1).
+    """
+    upper = min(k_max, len(x) - 1)
+    if upper < max(k_min, 2):
+        raise ValueError(f"cannot choose k in [{k_min}, {k_max}] for {len(x)} markets (need 2 <= k <= n - 1)")
+    curve = {k: silhouette(x, _kmeans(x, k, seed), seed) for k in range(max(k_min, 2), upper + 1)}
+    best = max(curve, key=lambda k: (np.nan_to_num(curve[k], nan=-2.0), -k))
+    return best, curve
+
+
+def kdistance_eps(x: np.ndarray, min_samples: int) -> float:
+    """DBSCAN ``eps`` from the k-distance curve (Ester et al. 1996): the knee of the sorted distances
+    to each point's ``min_samples``-th neighbour, taken as the point farthest from the chord."""
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(min_samples, len(x) - 1)
+    dist = np.sort(NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)[0][:, -1])
+    line = dist[0] + (dist[-1] - dist[0]) * np.linspace(0, 1, len(dist))
+    eps = float(dist[int(np.argmax(line - dist))])
+    return eps if eps > 0 else float(dist[dist > 0].min(initial=1e-6))
+
+
+def relabel_by_size(labels: np.ndarray) -> np.ndarray:
+    """Renumber clusters 1..k by decreasing size (ties: first appearance); noise (-1) stays -1.
+
+    Makes SegmentIDs independent of the algorithm's arbitrary numbering.
+    """
+    out = np.full(len(labels), -1, dtype=np.int64)
+    clusters = [c for c in dict.fromkeys(labels.tolist()) if c >= 0]
+    sizes = {c: int((labels == c).sum()) for c in clusters}
+    for new, c in enumerate(sorted(clusters, key=lambda c: -sizes[c]), start=1):
+        out[labels == c] = new
+    return out
+
+
+@dataclass
+class ClusterResult:
+    """Segment labels (1..k, -1 for noise) and the figures that judge them."""
+
+    labels: np.ndarray  # (n_markets,) int64
+    algorithm: str
+    n_clusters: int
+    noise_fraction: float  # share 0-1 of markets labelled noise
+    silhouette_hybrid: float
+    silhouette_lstm: float
+    silhouette_static: float
+    k_curve: dict[int, float] = field(default_factory=dict)
+    eps: float | None = None
+
+
+def cluster_markets(static: np.ndarray, embedding: np.ndarray, config: ClusterConfig, seed: int) -> ClusterResult:
+    """Cluster markets on hybrid features and score the hybrid, LSTM-only and static-only views.
+
+    ``static`` is ``(n_markets, len(STATIC_FEATURES))``, ``embedding`` ``(n_markets, embedding_dim)``.
+    The views are compared at the same k: K-Means with the final number of clusters on the
+    standardized static block alone and on the embedding alone, silhouette in each view's own space.
+    Raises ``ValueError`` for fewer than 3 markets or a requested k outside ``2 <= k <= n - 1``.
+    """
+    from sklearn.cluster import DBSCAN, HDBSCAN
+
+    n = len(static)
+    if n < 3:
+        raise ValueError(f"clustering needs at least 3 markets, got {n}")
+    hybrid = hybrid_features(static, embedding, config.static_weight)
+    curve: dict[int, float] = {}
+    eps = None
+    if config.algorithm == "kmeans":
+        if config.n_clusters is not None:
+            if not 2 <= config.n_clusters <= n - 1:
+                raise ValueError(f"n_clusters={config.n_clusters} is invalid for {n} markets (need 2 <= k <= n - 1)")
+            k = config.n_clusters
+        else:
+            k, curve = choose_k(hybrid, config.k_min, config.k_max, seed)
+        raw = _kmeans(hybrid, k, seed)
+    elif config.algorithm == "dbscan":
+        eps = config.dbscan_eps or kdistance_eps(hybrid, config.min_samples)
+        raw = DBSCAN(eps=eps, min_samples=config.min_samples).fit_predict(hybrid)
+    else:
+        raw = HDBSCAN(min_cluster_size=max(config.min_samples, 2)).fit_predict(hybrid)
+    labels = relabel_by_size(raw)
+    k_final = int(labels.max()) if (labels > 0).any() else 0
+
+    def view_score(view: np.ndarray) -> float:
+        return silhouette(view, _kmeans(view, k_final, seed), seed) if 2 <= k_final <= n - 1 else float("nan")
+
+    return ClusterResult(
+        labels=labels,
+        algorithm=config.algorithm,
+        n_clusters=k_final,
+        noise_fraction=float((labels < 0).mean()),
+        silhouette_hybrid=silhouette(hybrid, labels, seed),
+        silhouette_lstm=view_score(standardize(embedding)),
+        silhouette_static=view_score(standardize(static)),
+        k_curve=curve,
+        eps=eps,
+    )

@@ -1,0 +1,195 @@
+"""One validated configuration object for the whole pipeline.
+
+Every physical table and column name, every model and clustering setting, lives here so a user
+maps their own warehouse by writing one YAML/JSON file (``SEGMENTATION_CONFIG``) instead of
+editing SQL or code. Names are validated as Snowflake identifiers because they are rendered into
+SQL text (values never are: they are bound parameters).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+# Unquoted Snowflake identifier: letter or underscore first, then letters, digits, _ or $ (max 255).
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$")
+
+
+def _identifier(value: str) -> str:
+    if not _IDENTIFIER.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a plain Snowflake identifier (letters, digits, _ and $, "
+            "starting with a letter or _); quoted or dotted names are not accepted"
+        )
+    return value.upper()
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FactSaleTable(_Strict):
+    name: Identifier = "FACT_SALE"
+    order_date: Identifier = "ORDER_DATE"
+    market_key: Identifier = "MARKET_KEY"
+    customer_key: Identifier = "CUSTOMER_KEY"
+    product_key: Identifier = "PRODUCT_KEY"
+    sales_amount: Identifier = "SALES_AMOUNT"
+    discount: Identifier = "DISCOUNT_PCT"
+    quantity: Identifier = "QUANTITY"
+    discount_kind: Literal["fraction", "amount"] = Field(
+        "fraction",
+        description="'fraction': the discount column is a rate 0-1 per line; "
+        "'amount': it is a currency amount taken off the line (AvgDiscount = discount / gross).",
+    )
+
+
+class TerritoryTable(_Strict):
+    name: Identifier = "DIM_TERRITORY"
+    market_key: Identifier = "MARKET_KEY"
+    market_name: Identifier = "MARKET_NAME"
+    country: Identifier = "COUNTRY"
+    territory_group: Identifier = "TERRITORY_GROUP"
+
+
+class CustomerTable(_Strict):
+    name: Identifier = "DIM_CUSTOMER"
+    customer_key: Identifier = "CUSTOMER_KEY"
+    loyalty_status: Identifier = "LOYALTY_STATUS"
+    lifetime_value: Identifier = "LIFETIME_VALUE"
+
+
+class ProductTable(_Strict):
+    name: Identifier = "DIM_PRODUCT"
+    product_key: Identifier = "PRODUCT_KEY"
+    product_line: Identifier = "PRODUCT_LINE"
+    subcategory: Identifier = "SUBCATEGORY"
+
+
+class DateTable(_Strict):
+    name: Identifier = "DIM_DATE"
+    date_key: Identifier = "DATE_KEY"
+    full_date: Identifier = "FULL_DATE"
+
+
+class WarehouseConfig(_Strict):
+    """Where the star schema lives and where results are written (same database and schema)."""
+
+    conn_id: str = "snowflake_default"
+    database: Identifier = "SEGMENTATION"
+    schema_: Identifier = Field("MART", alias="schema")
+    fact_sale: FactSaleTable = FactSaleTable()
+    territory: TerritoryTable = TerritoryTable()
+    customer: CustomerTable = CustomerTable()
+    product: ProductTable = ProductTable()
+    date: DateTable = DateTable()
+    market_segment_table: Identifier = "MARKET_SEGMENT"
+    run_table: Identifier = "SEGMENTATION_RUN"
+
+
+class SequenceConfig(_Strict):
+    seq_len: int = Field(12, ge=6, le=24, description="Window length in months, ending at the run's month.")
+    history_months: int = Field(
+        36, ge=6, le=240, description="Months of history (ending at the run's month) whose windows train the model."
+    )
+    min_active_months: int = Field(
+        3, ge=1, description="A market needs sales in at least this many months of its latest window."
+    )
+
+
+class ModelConfig(_Strict):
+    embedding_dim: int = Field(32, ge=2, le=512)
+    hidden_dim: int = Field(64, ge=4, le=2048)
+    num_layers: int = Field(1, ge=1, le=4)
+    epochs: int = Field(60, ge=1, le=10_000)
+    min_steps: int = Field(
+        300, ge=0, description="Train at least this many optimizer steps, so small warehouses still train."
+    )
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(3e-3, gt=0, lt=1)
+    cpu_threads: int | None = Field(
+        None, ge=1, description="torch threads on CPU; default: the cores this process may use."
+    )
+
+
+class ClusterConfig(_Strict):
+    algorithm: Literal["kmeans", "dbscan", "hdbscan"] = "kmeans"
+    n_clusters: int | None = Field(None, ge=2, le=50, description="None: choose k by silhouette.")
+    k_min: int = Field(2, ge=2)
+    k_max: int = Field(10, ge=2, le=50)
+    static_weight: float = Field(
+        0.5, ge=0, le=1, description="Share of total variance given to the static block (the rest to the embedding)."
+    )
+    dbscan_eps: float | None = Field(None, gt=0, description="None: from the k-distance curve.")
+    min_samples: int = Field(3, ge=2)
+
+    @model_validator(mode="after")
+    def _k_range(self) -> ClusterConfig:
+        if self.k_min > self.k_max:
+            raise ValueError(f"k_min ({self.k_min}) must not exceed k_max ({self.k_max})")
+        return self
+
+
+class SegmentationConfig(_Strict):
+    """The whole pipeline's configuration. Defaults run the demo; a user overrides any field."""
+
+    warehouse: WarehouseConfig = WarehouseConfig()
+    sequences: SequenceConfig = SequenceConfig()
+    model: ModelConfig = ModelConfig()
+    clustering: ClusterConfig = ClusterConfig()
+    artifacts_dir: Path = Field(Path("artifacts"), description="Base folder for per-month artifacts.")
+    train_queue: str = Field("default", description="Celery queue of the training task ('gpu' in production).")
+    model_version_prefix: str = "lstm_hybrid_v2.0"
+    seed: int = 2024
+
+    def with_overrides(self, **params: object) -> SegmentationConfig:
+        """Return a copy with run-level overrides (Airflow Params) applied and re-validated.
+
+        Accepted keys: ``seq_len``, ``epochs``, ``algorithm``, ``n_clusters``, ``static_weight``;
+        ``None`` values mean "keep the configured value". Raises ``pydantic.ValidationError`` naming
+        the offending parameter.
+        """
+        data = self.model_dump(by_alias=True)
+        where = {
+            "seq_len": "sequences",
+            "epochs": "model",
+            "algorithm": "clustering",
+            "n_clusters": "clustering",
+            "static_weight": "clustering",
+        }
+        for key, value in params.items():
+            if key not in where:
+                raise KeyError(f"unknown run parameter {key!r}; expected one of {sorted(where)}")
+            if value is not None:
+                data[where[key]][key] = value
+        return SegmentationConfig.model_validate(data)
+
+
+def load_config(path: str | os.PathLike | None = None) -> SegmentationConfig:
+    """Load the configuration from a YAML or JSON file.
+
+    ``path`` defaults to the ``SEGMENTATION_CONFIG`` environment variable; with neither, the defaults
+    are used. ``SEGMENTATION_ARTIFACTS`` overrides ``artifacts_dir``. Raises ``FileNotFoundError`` for
+    a missing file and ``pydantic.ValidationError`` naming the bad field.
+    """
+    path = path or os.environ.get("SEGMENTATION_CONFIG")
+    data: dict = {}
+    if path:
+        text = Path(path).read_text()
+        if str(path).endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    if artifacts := os.environ.get("SEGMENTATION_ARTIFACTS"):
+        data["artifacts_dir"] = artifacts
+    return SegmentationConfig.model_validate(data)

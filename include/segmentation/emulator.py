@@ -1,0 +1,107 @@
+"""The embedded warehouse: fakesnow (Snowflake on DuckDB) served over the Snowflake protocol.
+
+Every task process talks to it through the Snowflake connector and an ordinary Airflow connection,
+exactly as it would to Snowflake. Tables persist under ``--db-path`` (one DuckDB file per database).
+
+    python -m include.segmentation.emulator load  --db-path DIR [--source auto|adventureworks|synthetic]
+    python -m include.segmentation.emulator serve --db-path DIR --port 8765
+    python -m include.segmentation.emulator conn-uri --port 8765
+
+``load`` opens the files in-process, so run it while no server holds them (the Makefile does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from include.segmentation.config import load_config
+
+
+def connection_json(port: int, host: str = "127.0.0.1") -> str:
+    """The ``AIRFLOW_CONN_SNOWFLAKE_DEFAULT`` value (JSON form) for an emulator on ``host:port``.
+
+    The credentials are the emulator's fixed placeholders, not secrets; ``protocol`` is honoured by
+    ``warehouse.get_hook``.
+    """
+    return json.dumps(
+        {
+            "conn_type": "snowflake",
+            "login": "fake",
+            "password": "fakesnow-local",
+            "extra": {
+                "account": "fakesnow",
+                "host": host,
+                "port": port,
+                "protocol": "http",
+                # The emulator answers an unsupported statement with HTTP 500, which the connector
+                # would retry for minutes; fail at once instead (as fakesnow's own helper does).
+                "network_timeout": 1,
+                "session_parameters": {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False},
+            },
+        }
+    )
+
+
+def load(db_path: Path, source: str) -> dict[str, int]:
+    """Load the demo star schema into the emulator files under ``db_path`` (in-process)."""
+    import fakesnow
+    import snowflake.connector
+
+    from include.segmentation import demo_data
+
+    if source == "auto":
+        source = "adventureworks" if demo_data.adventureworks_dir().is_dir() else "synthetic"
+        if source == "synthetic":
+            print(f"{demo_data.adventureworks_dir()} not found: loading the synthetic generator instead")
+    tables = demo_data.adventureworks_star() if source == "adventureworks" else demo_data.synthetic_star()
+    warehouse = load_config().warehouse
+    db_path.mkdir(parents=True, exist_ok=True)
+    with fakesnow.patch(db_path=db_path):
+        conn = snowflake.connector.connect(database=warehouse.database, schema=warehouse.schema_)
+        try:
+            loaded = demo_data.load_star(conn, tables, warehouse)
+        finally:
+            conn.close()
+    print(f"loaded {source} into {warehouse.database}.{warehouse.schema_}: {loaded}")
+    return loaded
+
+
+def serve(db_path: Path, port: int, host: str = "127.0.0.1") -> None:
+    """Serve the persisted emulator over HTTP until interrupted."""
+    import uvicorn
+
+    import fakesnow.server
+    from fakesnow.instance import FakeSnow
+
+    db_path.mkdir(parents=True, exist_ok=True)
+    # `fakesnow -s` ignores its db-path flag; replacing the server's shared instance persists tables.
+    fakesnow.server.shared_fs = FakeSnow(db_path=str(db_path))
+    uvicorn.run(fakesnow.server.app, host=host, port=port, log_level="warning")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m include.segmentation.emulator", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_load = sub.add_parser("load", help="load the demo star schema (server must be stopped)")
+    p_load.add_argument("--db-path", type=Path, required=True)
+    p_load.add_argument("--source", choices=["auto", "adventureworks", "synthetic"], default="auto")
+    p_serve = sub.add_parser("serve", help="serve the emulator on 127.0.0.1")
+    p_serve.add_argument("--db-path", type=Path, required=True)
+    p_serve.add_argument("--port", type=int, default=8765)
+    p_uri = sub.add_parser("conn-uri", help="print the Airflow connection (JSON) for the emulator")
+    p_uri.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args(argv)
+    if args.command == "load":
+        load(args.db_path, args.source)
+    elif args.command == "serve":
+        serve(args.db_path, args.port)
+    else:
+        print(connection_json(args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""The DAG's steps as plain functions: config + month + artifact paths in, small dicts out.
+
+Each step reads its inputs from the previous steps' artifacts, writes its own under
+``<artifacts_dir>/<YYYY-MM>/`` (overwriting: a re-run of a month is idempotent) and returns only
+paths and small metrics, which is all the DAG passes through XCom.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from include.segmentation import sequences as seq
+from include.segmentation.clustering import STATIC_FEATURES
+from include.segmentation.config import SegmentationConfig
+from include.segmentation.warehouse import connect, query_frame, render_sql
+from include.segmentation.writeback import RunRecord, model_version, write_segments
+
+log = logging.getLogger(__name__)
+
+
+def month_dir(config: SegmentationConfig, month: pd.Period) -> Path:
+    """The artifact folder of one month, e.g. ``artifacts/2013-12``."""
+    return Path(config.artifacts_dir) / month.strftime("%Y-%m")
+
+
+def month_seed(config: SegmentationConfig, month: pd.Period) -> int:
+    """A seed derived from the month, so a re-run of the same month reproduces its results."""
+    return config.seed * 1000 + month.year * 12 + month.month
+
+
+def _bounds(month: pd.Period, n_months: int) -> dict[str, object]:
+    # Half-open [start, end) on DATE values: the end is the first day after the month, so every
+    # query is bounded by the end of the target month (no look-ahead).
+    return {"start": (month - n_months + 1).start_time.date(), "end": (month + 1).start_time.date()}
+
+
+def extract_static_features(config: SegmentationConfig, month: pd.Period) -> dict:
+    """Query static features (``sql/static_features.sql``) over the ``seq_len`` months ending at ``month``.
+
+    Writes ``static.parquet``: one row per market with ``market_key``, ``STATIC_FEATURES``,
+    ``n_customers`` and the market's name, country and territory group.
+    """
+    w = config.warehouse
+    b = _bounds(month, config.sequences.seq_len)
+    with connect(w) as conn:
+        static = query_frame(conn, render_sql("static_features.sql", w), {"window_start": b["start"], "window_end": b["end"]})
+        markets = query_frame(conn, render_sql("markets.sql", w))
+    static["market_key"] = static["market_key"].astype(str)
+    markets["market_key"] = markets["market_key"].astype(str)
+    static = static.merge(markets, on="market_key", how="left")
+    path = month_dir(config, month) / "static.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    static.to_parquet(path, index=False)
+    log.info("static features for %d markets in %s", len(static), month)
+    return {"path": str(path), "n_markets": len(static)}
+
+
+def build_sequences(config: SegmentationConfig, month: pd.Period, static_path: str) -> dict:
+    """Monthly aggregates -> scaled windows for training and each eligible market's latest window.
+
+    Writes ``sequences.npz`` (``train``: ``(n_windows, seq_len, 4)`` float32; ``latest``:
+    ``(n_markets, seq_len, 4)`` float32; ``markets``; the scaler) and ``excluded.parquet`` (market,
+    reason) for markets lacking static features, a NULL static feature, or enough active months.
+    """
+    w, s = config.warehouse, config.sequences
+    b = _bounds(month, s.history_months)
+    with connect(w) as conn:
+        monthly = query_frame(conn, render_sql("monthly_sales.sql", w), {"history_start": b["start"], "window_end": b["end"]})
+    months = seq.month_range(month, s.history_months)
+    markets, grid = seq.monthly_grid(monthly, months)
+    features = seq.sequence_features(grid)
+    active = grid[..., 0] != 0
+
+    static = pd.read_parquet(static_path).set_index("market_key")
+    excluded: dict[str, str] = {}
+    recent_active = active[:, -s.seq_len :].sum(axis=1)
+    for key, n_active in zip(markets, recent_active, strict=True):
+        if key not in static.index:
+            excluded[key] = "no static features in the window"
+        elif n_active < s.min_active_months:
+            excluded[key] = f"sales in {n_active} of the last {s.seq_len} months (< {s.min_active_months})"
+        else:
+            null = [c for c in STATIC_FEATURES if pd.isna(static.at[key, c])]
+            if null:
+                excluded[key] = f"static feature(s) {null} are NULL"
+    for key in static.index.difference(pd.Index(markets)):
+        excluded[key] = "no monthly sales in the history"
+    eligible = np.array([k not in excluded for k in markets])
+    if eligible.sum() == 0:
+        raise ValueError(f"no market is eligible for {month}: {len(excluded)} excluded, e.g. {list(excluded.items())[:3]}")
+    for key, reason in sorted(excluded.items()):
+        log.warning("market %s excluded: %s", key, reason)
+
+    train = seq.training_windows(features, active, s.seq_len, s.min_active_months)
+    scaler = seq.FeatureScaler.fit(train)
+    path = month_dir(config, month) / "sequences.npz"
+    np.savez(
+        path,
+        train=scaler.transform(train),
+        latest=scaler.transform(features[eligible, -s.seq_len :]),
+        markets=markets[eligible].astype(str),
+        features=np.array(seq.FEATURES),
+        scaler_mean=scaler.mean,
+        scaler_std=scaler.std,
+    )
+    excluded_path = month_dir(config, month) / "excluded.parquet"
+    pd.DataFrame(sorted(excluded.items()), columns=["market_key", "reason"]).to_parquet(excluded_path, index=False)
+    return {
+        "path": str(path),
+        "excluded_path": str(excluded_path),
+        "n_markets": int(eligible.sum()),
+        "n_excluded": len(excluded),
+        "n_train_windows": len(train),
+    }
+
+
+def _fingerprint(config: SegmentationConfig, train: np.ndarray, seed: int) -> str:
+    h = hashlib.sha256(config.model.model_dump_json().encode())
+    h.update(str(seed).encode())
+    h.update(np.ascontiguousarray(train).tobytes())
+    return h.hexdigest()
+
+
+def train_autoencoder(config: SegmentationConfig, month: pd.Period, sequences_path: str, force: bool = False) -> dict:
+    """Train the LSTM autoencoder on the month's training windows; writes ``model.pt``.
+
+    A model already trained for this month from the same windows, settings and seed is reused unless
+    ``force`` (the ``force_retrain`` Param). Uses CUDA when the worker has it, else CPU.
+    """
+    from include.segmentation.autoencoder import train_autoencoder as fit
+
+    train = np.load(sequences_path)["train"]
+    seed = month_seed(config, month)
+    fingerprint = _fingerprint(config, train, seed)
+    path = month_dir(config, month) / "model.pt"
+    meta_path = path.with_suffix(".json")
+    if not force and path.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("fingerprint") == fingerprint:
+            log.info("reusing the model trained for %s (same data, settings and seed)", month)
+            return {"path": str(path), **{k: meta[k] for k in ("final_loss", "epochs", "device")}}
+    trained = fit(train, config.model, seed=seed)
+    trained.save(path)
+    meta = {"fingerprint": fingerprint, "final_loss": trained.losses[-1], "epochs": len(trained.losses),
+            "device": trained.device, "losses": trained.losses}
+    meta_path.write_text(json.dumps(meta))
+    return {"path": str(path), "final_loss": meta["final_loss"], "epochs": meta["epochs"], "device": meta["device"]}
+
+
+def embed_markets(config: SegmentationConfig, month: pd.Period, sequences_path: str, model_path: str) -> dict:
+    """Encode each eligible market's latest window; writes ``embeddings.parquet`` (market_key, e0..e{d-1})."""
+    from include.segmentation.autoencoder import TrainedAutoencoder, embed
+
+    data = np.load(sequences_path)
+    z = embed(TrainedAutoencoder.load(model_path), data["latest"])
+    frame = pd.DataFrame(z, columns=[f"e{i}" for i in range(z.shape[1])])
+    frame.insert(0, "market_key", data["markets"].astype(str))
+    path = month_dir(config, month) / "embeddings.parquet"
+    frame.to_parquet(path, index=False)
+    return {"path": str(path), "n_markets": len(frame), "embedding_dim": int(z.shape[1])}
+
+
+def cluster_markets(config: SegmentationConfig, month: pd.Period, static_path: str, embeddings_path: str) -> dict:
+    """Cluster the hybrid features; writes ``segments.parquet`` and returns k, silhouettes, noise share."""
+    from include.segmentation.clustering import cluster_markets as fit
+
+    emb = pd.read_parquet(embeddings_path)
+    static = pd.read_parquet(static_path).set_index("market_key").loc[emb["market_key"]].reset_index()
+    result = fit(
+        static[list(STATIC_FEATURES)].to_numpy(dtype=np.float64),
+        emb.drop(columns="market_key").to_numpy(dtype=np.float64),
+        config.clustering,
+        seed=month_seed(config, month),
+    )
+    segments = static.assign(segment_id=result.labels)
+    path = month_dir(config, month) / "segments.parquet"
+    segments.to_parquet(path, index=False)
+    metrics = {
+        "algorithm": result.algorithm,
+        "n_clusters": result.n_clusters,
+        "noise_fraction": result.noise_fraction,
+        "silhouette_hybrid": result.silhouette_hybrid,
+        "silhouette_lstm": result.silhouette_lstm,
+        "silhouette_static": result.silhouette_static,
+        "k_curve": {str(k): v for k, v in result.k_curve.items()},
+    }
+    (month_dir(config, month) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    log.info("%s: k=%d silhouettes hybrid=%.3f lstm=%.3f static=%.3f", month, result.n_clusters,
+             result.silhouette_hybrid, result.silhouette_lstm, result.silhouette_static)
+    return {"path": str(path), **{k: v for k, v in metrics.items() if k != "k_curve"}}
+
+
+def write_month(
+    config: SegmentationConfig,
+    month: pd.Period,
+    segments_path: str,
+    metrics: dict,
+    run_id: str,
+    dry_run: bool = False,
+) -> dict:
+    """Write the month's SegmentIDs and run record (``writeback.write_segments``); nothing if ``dry_run``."""
+    segments = pd.read_parquet(segments_path)
+    excluded = pd.read_parquet(month_dir(config, month) / "excluded.parquet")
+    record = RunRecord(
+        run_id=run_id,
+        model_version=model_version(config.model_version_prefix, month),
+        algorithm=metrics["algorithm"],
+        n_clusters=int(metrics["n_clusters"]),
+        n_markets=len(segments),
+        n_excluded=len(excluded),
+        noise_fraction=float(metrics["noise_fraction"]),
+        seq_len=config.sequences.seq_len,
+        silhouette_hybrid=metrics["silhouette_hybrid"],
+        silhouette_lstm=metrics["silhouette_lstm"],
+        silhouette_static=metrics["silhouette_static"],
+        final_loss=metrics.get("final_loss"),
+    )
+    if dry_run:
+        log.info("dry run: %d segment rows for %s computed, nothing written", len(segments), month)
+        return {"rows_written": 0, "model_version": record.model_version, "dry_run": True}
+    with connect(config.warehouse) as conn:
+        written = write_segments(conn, config.warehouse, segments[["market_key", "segment_id"]], month, record)
+    return {"rows_written": written, "model_version": record.model_version, "dry_run": False}
+
+
+#: Airflow Params that override configuration fields for one run (see ``SegmentationConfig.with_overrides``).
+CONFIG_PARAMS = ("seq_len", "epochs", "algorithm", "n_clusters", "static_weight")
+
+
+def settings_from_context(context: dict) -> tuple[SegmentationConfig, pd.Period]:
+    """The run's configuration (file + Params) and target month, from an Airflow task context.
+
+    Raises ``ValueError`` / ``pydantic.ValidationError`` naming the bad Param.
+    """
+    from include.segmentation.config import load_config
+    from include.segmentation.months import resolve_target_month
+
+    params = context["params"]
+    config = load_config().with_overrides(**{k: params.get(k) for k in CONFIG_PARAMS})
+    dag_run = context.get("dag_run")
+    month = resolve_target_month(
+        params.get("target_month"),
+        context.get("data_interval_start"),
+        context.get("data_interval_end"),
+        context.get("logical_date"),
+        getattr(dag_run, "run_after", None),
+    )
+    return config, month

@@ -1,0 +1,32 @@
+-- Result tables, created on first write. Re-running is a no-op.
+CREATE TABLE IF NOT EXISTS {{ w.market_segment_table }} (
+    MARKET_KEY     VARCHAR       NOT NULL,
+    SEGMENT_MONTH  DATE          NOT NULL,  -- first day of the month the segment describes
+    SEGMENT_ID     NUMBER(4, 0),            -- NULL: unassigned (DBSCAN/HDBSCAN noise)
+    MODEL_VERSION  VARCHAR       NOT NULL,  -- lstm_hybrid_v2.0_YYYYMMDD (month end)
+    ALGORITHM      VARCHAR       NOT NULL,
+    RUN_ID         VARCHAR       NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {{ w.run_table }} (
+    RUN_ID             VARCHAR       NOT NULL,
+    SEGMENT_MONTH      DATE          NOT NULL,
+    MODEL_VERSION      VARCHAR       NOT NULL,
+    ALGORITHM          VARCHAR       NOT NULL,
+    N_CLUSTERS         NUMBER(4, 0)  NOT NULL,
+    N_MARKETS          NUMBER(10, 0) NOT NULL,
+    N_EXCLUDED         NUMBER(10, 0) NOT NULL,
+    NOISE_FRACTION     FLOAT         NOT NULL,
+    SEQ_LEN            NUMBER(4, 0)  NOT NULL,
+    SILHOUETTE_HYBRID  FLOAT,
+    SILHOUETTE_LSTM    FLOAT,
+    SILHOUETTE_STATIC  FLOAT,
+    FINAL_LOSS         FLOAT
+);
+CREATE OR REPLACE TEMPORARY TABLE {{ w.market_segment_table }}_STAGE (
+    MARKET_KEY     VARCHAR NOT NULL,
+    SEGMENT_MONTH  DATE    NOT NULL,
+    SEGMENT_ID     NUMBER(4, 0),
+    MODEL_VERSION  VARCHAR NOT NULL,
+    ALGORITHM      VARCHAR NOT NULL,
+    RUN_ID         VARCHAR NOT NULL
+);

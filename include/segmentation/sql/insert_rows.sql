@@ -1,0 +1,1 @@
+INSERT INTO {{ table }} ({{ columns | join(", ") }}) VALUES ({% for _ in columns %}%s{{ ", " if not loop.last }}{% endfor %})

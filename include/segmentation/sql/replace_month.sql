@@ -1,0 +1,19 @@
+-- Replace one month's segments with the staged rows and record the run. writeback.py runs these
+-- statements inside one transaction, so a failure at any point leaves the previous contents of this
+-- month (and of every other month) intact. DELETE + INSERT rather than MERGE: the month is replaced
+-- whole (markets that dropped out lose their row too), and the embedded emulator cannot run MERGE
+-- inside an explicit transaction. The stage holds at most one row per (MARKET_KEY, SEGMENT_MONTH):
+-- writeback.segment_rows refuses duplicates.
+DELETE FROM {{ w.market_segment_table }} WHERE SEGMENT_MONTH = %(segment_month)s;
+INSERT INTO {{ w.market_segment_table }} (MARKET_KEY, SEGMENT_MONTH, SEGMENT_ID, MODEL_VERSION, ALGORITHM, RUN_ID)
+SELECT MARKET_KEY, SEGMENT_MONTH, SEGMENT_ID, MODEL_VERSION, ALGORITHM, RUN_ID
+FROM {{ w.market_segment_table }}_STAGE;
+DELETE FROM {{ w.run_table }} WHERE RUN_ID = %(run_id)s;
+INSERT INTO {{ w.run_table }} (
+    RUN_ID, SEGMENT_MONTH, MODEL_VERSION, ALGORITHM, N_CLUSTERS, N_MARKETS, N_EXCLUDED, NOISE_FRACTION,
+    SEQ_LEN, SILHOUETTE_HYBRID, SILHOUETTE_LSTM, SILHOUETTE_STATIC, FINAL_LOSS
+) VALUES (
+    %(run_id)s, %(segment_month)s, %(model_version)s, %(algorithm)s, %(n_clusters)s, %(n_markets)s,
+    %(n_excluded)s, %(noise_fraction)s, %(seq_len)s, %(silhouette_hybrid)s, %(silhouette_lstm)s,
+    %(silhouette_static)s, %(final_loss)s
+);

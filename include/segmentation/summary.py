@@ -1,0 +1,43 @@
+"""Print a month's segments as written to the warehouse: run figures and a per-segment summary.
+
+    python -m include.segmentation.summary --month 2013-12
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+
+from include.segmentation.config import load_config
+from include.segmentation.months import parse_month
+from include.segmentation.pipeline import month_dir
+from include.segmentation.profiles import segment_summary
+from include.segmentation.warehouse import connect, query_frame, render_sql
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--month", required=True, help="YYYY-MM")
+    month = parse_month(parser.parse_args(argv).month)
+    config = load_config()
+    with connect(config.warehouse) as conn:
+        rows = query_frame(conn, render_sql("month_segments.sql", config.warehouse), {"segment_month": month.start_time.date()})
+        runs = query_frame(conn, render_sql("month_runs.sql", config.warehouse), {"segment_month": month.start_time.date()})
+    if rows.empty:
+        print(f"no segments written for {month}")
+        return 1
+    run = runs.iloc[0]
+    print(f"\n{month}: {len(rows)} markets in MARKET_SEGMENT, model {run.model_version}, {run.algorithm} k={run.n_clusters}")
+    print(f"silhouette  hybrid={run.silhouette_hybrid:.3f}  LSTM-only={run.silhouette_lstm:.3f}  "
+          f"static-only={run.silhouette_static:.3f}   (excluded markets: {run.n_excluded})\n")
+    features = pd.read_parquet(month_dir(config, month) / "static.parquet").drop(columns=["territory_group", "market_name"])
+    segments = rows.merge(features, on="market_key", how="left")
+    segments["segment_id"] = segments["segment_id"].fillna(-1).astype(int)
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 3):
+        print(segment_summary(segments).to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""Idempotent write-back of SegmentIDs and the run record.
+
+One month's rows are replaced in a single transaction: staged first (a session-scoped temporary
+table, de-duplicated on MARKET_KEY), then the month's rows are deleted and the staged rows inserted,
+keyed by (MARKET_KEY, SEGMENT_MONTH). A failure at any point rolls back, leaving the previous
+contents of every month as they were.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from include.segmentation.warehouse import insert_rows, render_sql, split_statements
+
+if TYPE_CHECKING:
+    from snowflake.connector import SnowflakeConnection
+
+    from include.segmentation.config import WarehouseConfig
+
+STAGE_COLUMNS = ("MARKET_KEY", "SEGMENT_MONTH", "SEGMENT_ID", "MODEL_VERSION", "ALGORITHM", "RUN_ID")
+
+
+def model_version(prefix: str, month: pd.Period) -> str:
+    """``<prefix>_YYYYMMDD`` with the month's last day, e.g. ``lstm_hybrid_v2.0_20131231``.
+
+    The date is the as-of date of the data the model saw, not the wall-clock time of training, so a
+    re-run or backfill of a month produces the same version string.
+    """
+    return f"{prefix}_{month.end_time:%Y%m%d}"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of the run table: what was computed for a month and how good it is."""
+
+    run_id: str
+    model_version: str
+    algorithm: str
+    n_clusters: int
+    n_markets: int
+    n_excluded: int
+    noise_fraction: float
+    seq_len: int
+    silhouette_hybrid: float | None
+    silhouette_lstm: float | None
+    silhouette_static: float | None
+    final_loss: float | None
+
+
+def _nullable(x: float | None) -> float | None:
+    # Snowflake FLOAT accepts NaN, but NULL is what an analyst's AVG()/WHERE expects for "undefined".
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def segment_rows(segments: pd.DataFrame, month: pd.Period, run: RunRecord) -> list[tuple]:
+    """Rows for the stage table from a frame with ``market_key`` and ``segment_id`` (-1/NaN = noise).
+
+    Raises ``ValueError`` naming a duplicated market (two rows for one (market, month) key)
+    or a missing column. Market keys are written as strings.
+    """
+    for col in ("market_key", "segment_id"):
+        if col not in segments.columns:
+            raise ValueError(f"segments frame is missing column {col!r}")
+    keys = segments["market_key"].astype(str)
+    dup = keys[keys.duplicated()]
+    if len(dup):
+        raise ValueError(f"market {dup.iloc[0]!r} appears more than once in the segments to write")
+    first_day = month.start_time.date()
+    rows = []
+    for key, seg in zip(keys, segments["segment_id"], strict=True):
+        seg_id = None if pd.isna(seg) or int(seg) < 0 else int(seg)
+        rows.append((key, first_day, seg_id, run.model_version, run.algorithm, run.run_id))
+    return rows
+
+
+def write_segments(
+    conn: SnowflakeConnection,
+    warehouse: WarehouseConfig,
+    segments: pd.DataFrame,
+    month: pd.Period,
+    run: RunRecord,
+) -> int:
+    """Replace ``month``'s rows of the segment table with ``segments`` and record ``run``, atomically.
+
+    Creates the result tables on first use. Returns the number of segment rows written. Raises what
+    the warehouse raises, after rolling back.
+    """
+    rows = segment_rows(segments, month, run)
+    cur = conn.cursor()
+    # DDL commits implicitly in Snowflake, so it runs before the transaction opens.
+    for stmt in split_statements(render_sql("create_result_tables.sql", warehouse)):
+        cur.execute(stmt)
+    insert_rows(conn, f"{warehouse.market_segment_table}_STAGE", STAGE_COLUMNS, rows)
+    params = {k: _nullable(v) if isinstance(v, float) else v for k, v in asdict(run).items()}
+    params["segment_month"] = month.start_time.date()
+    cur.execute("BEGIN")
+    try:
+        for stmt in split_statements(render_sql("replace_month.sql", warehouse)):
+            cur.execute(stmt, params)
+        cur.execute("COMMIT")
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
+    return len(rows)

@@ -1,0 +1,17 @@
+# Environment shared by the demo and the warehouse scripts (sourced, not run).
+# Everything lives inside the checkout: the venv, Airflow's home (SQLite metadata DB), the embedded
+# warehouse's files and the run artifacts.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PATH="$ROOT/.venv/bin:$PATH"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export AIRFLOW_HOME="${AIRFLOW_HOME:-$ROOT/.airflow}"
+export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
+export AIRFLOW__CORE__PLUGINS_FOLDER="$ROOT/plugins"
+export AIRFLOW__CORE__LOAD_EXAMPLES=False
+export AIRFLOW__CORE__DEFAULT_TIMEZONE=utc
+export SEGMENTATION_ARTIFACTS="${SEGMENTATION_ARTIFACTS:-$ROOT/artifacts}"
+export WAREHOUSE_DIR="${WAREHOUSE_DIR:-$ROOT/.warehouse}"
+export WAREHOUSE_PORT="${WAREHOUSE_PORT:-8765}"
+# The embedded warehouse as an ordinary Airflow connection; in production this points at Snowflake.
+AIRFLOW_CONN_SNOWFLAKE_DEFAULT="$(python -m include.segmentation.emulator conn-uri --port "$WAREHOUSE_PORT")"
+export AIRFLOW_CONN_SNOWFLAKE_DEFAULT
