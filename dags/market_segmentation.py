@@ -23,9 +23,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 
 from include.segmentation.config import load_config
+from include.segmentation.params import run_params
 
 # Parse-time: only the small pydantic config (no connections, no torch/sklearn/snowflake).
 DEFAULTS = load_config()
@@ -46,65 +47,56 @@ def _settings():
     start_date=pendulum.datetime(2011, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True, "execution_timeout": timedelta(hours=2)},
-    tags=["segmentation", "snowflake", "pytorch"],
-    params={
-        "target_month": Param(None, type=["null", "string"], pattern=r"^\d{4}-(0[1-9]|1[0-2])$", title="Target month",
-                              description="YYYY-MM to segment; empty: the run's data interval (previous month)."),
-        "seq_len": Param(DEFAULTS.sequences.seq_len, type="integer", minimum=6, maximum=24,
-                         title="Window length (months)", description="Months of history per market, 6-24."),
-        "algorithm": Param(DEFAULTS.clustering.algorithm, type="string", enum=["kmeans", "dbscan", "hdbscan"],
-                           title="Clustering algorithm"),
-        "n_clusters": Param(DEFAULTS.clustering.n_clusters, type=["null", "integer"], minimum=2, maximum=50,
-                            title="Number of segments", description="Empty: chosen by silhouette (K-Means only)."),
-        "static_weight": Param(DEFAULTS.clustering.static_weight, type="number", minimum=0, maximum=1,
-                               title="Static weight", description="Share (0-1) of the static block in the hybrid features."),
-        "epochs": Param(DEFAULTS.model.epochs, type="integer", minimum=1, maximum=1000, title="Training epochs"),
-        "dry_run": Param(False, type="boolean", title="Dry run", description="Compute everything, write nothing."),
-        "force_retrain": Param(False, type="boolean", title="Force retrain",
-                               description="Retrain even if this month's model exists for the same data."),
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+        "execution_timeout": timedelta(hours=2),
     },
+    tags=["segmentation", "snowflake", "pytorch"],
+    params=run_params(DEFAULTS),
 )
 def market_segmentation():
-    @task
+    @task(multiple_outputs=False)
     def extract_static_features() -> dict:
         from include.segmentation import pipeline
 
         return pipeline.extract_static_features(*_settings())
 
-    @task
+    @task(multiple_outputs=False)
     def build_sequences(static: dict) -> dict:
         from include.segmentation import pipeline
 
         return pipeline.build_sequences(*_settings(), static["path"])
 
-    @task(queue=DEFAULTS.train_queue)
+    @task(multiple_outputs=False, queue=DEFAULTS.train_queue)
     def train_autoencoder(sequences: dict) -> dict:
         from include.segmentation import pipeline
 
         force = bool(get_current_context()["params"]["force_retrain"])
         return pipeline.train_autoencoder(*_settings(), sequences["path"], force=force)
 
-    @task
+    @task(multiple_outputs=False)
     def embed_markets(sequences: dict, model: dict) -> dict:
         from include.segmentation import pipeline
 
         return pipeline.embed_markets(*_settings(), sequences["path"], model["path"])
 
-    @task
+    @task(multiple_outputs=False)
     def cluster_markets(static: dict, embeddings: dict) -> dict:
         from include.segmentation import pipeline
 
         return pipeline.cluster_markets(*_settings(), static["path"], embeddings["path"])
 
-    @task
+    @task(multiple_outputs=False)
     def write_segments(clusters: dict, model: dict) -> dict:
         from include.segmentation import pipeline
 
         context = get_current_context()
         metrics = clusters | {"final_loss": model["final_loss"]}
-        return pipeline.write_month(*_settings(), clusters["path"], metrics, context["run_id"],
-                                    dry_run=bool(context["params"]["dry_run"]))
+        return pipeline.write_month(
+            *_settings(), clusters["path"], metrics, context["run_id"], dry_run=bool(context["params"]["dry_run"])
+        )
 
     static = extract_static_features()
     sequences = build_sequences(static)

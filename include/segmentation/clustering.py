@@ -164,7 +164,7 @@ def cluster_markets(static: np.ndarray, embedding: np.ndarray, config: ClusterCo
         eps = config.dbscan_eps or kdistance_eps(hybrid, config.min_samples)
         raw = DBSCAN(eps=eps, min_samples=config.min_samples).fit_predict(hybrid)
     else:
-        raw = HDBSCAN(min_cluster_size=max(config.min_samples, 2)).fit_predict(hybrid)
+        raw = HDBSCAN(min_cluster_size=max(config.min_samples, 2), copy=True).fit_predict(hybrid)
     labels = relabel_by_size(raw)
     k_final = int(labels.max()) if (labels > 0).any() else 0
 

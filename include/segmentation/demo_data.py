@@ -80,10 +80,26 @@ def adventureworks_star(data_dir: str | os.PathLike | None = None) -> dict[str, 
             raise FileNotFoundError(f"AdventureWorksDW table {table} not found at {path}")
         return pd.read_parquet(path, columns=columns)
 
-    sale_cols = ["SalesOrderNumber", "SalesOrderLineNumber", "OrderDate", "ProductKey", "SalesAmount",
-                 "UnitPriceDiscountPct", "OrderQuantity"]
-    geo = read("DimGeography", ["GeographyKey", "StateProvinceCode", "StateProvinceName", "CountryRegionCode",
-                                "EnglishCountryRegionName", "SalesTerritoryKey"])
+    sale_cols = [
+        "SalesOrderNumber",
+        "SalesOrderLineNumber",
+        "OrderDate",
+        "ProductKey",
+        "SalesAmount",
+        "UnitPriceDiscountPct",
+        "OrderQuantity",
+    ]
+    geo = read(
+        "DimGeography",
+        [
+            "GeographyKey",
+            "StateProvinceCode",
+            "StateProvinceName",
+            "CountryRegionCode",
+            "EnglishCountryRegionName",
+            "SalesTerritoryKey",
+        ],
+    )
     geo["MARKET_KEY"] = geo["CountryRegionCode"].str.strip() + "-" + geo["StateProvinceCode"].str.strip()
     territory = read("DimSalesTerritory", ["SalesTerritoryKey", "SalesTerritoryGroup"])
     customer = read("DimCustomer", ["CustomerKey", "GeographyKey"])
@@ -136,8 +152,9 @@ def adventureworks_star(data_dir: str | os.PathLike | None = None) -> dict[str, 
         ]
     )
     product = read("DimProduct", ["ProductKey", "EnglishProductName", "ProductLine", "ProductSubcategoryKey"])
-    subcat = read("DimProductSubcategory", ["ProductSubcategoryKey", "EnglishProductSubcategoryName",
-                                            "ProductCategoryKey"])
+    subcat = read(
+        "DimProductSubcategory", ["ProductSubcategoryKey", "EnglishProductSubcategoryName", "ProductCategoryKey"]
+    )
     category = read("DimProductCategory", ["ProductCategoryKey", "EnglishProductCategoryName"])
     product = product.merge(subcat, on="ProductSubcategoryKey", how="left").merge(
         category, on="ProductCategoryKey", how="left"
@@ -207,11 +224,20 @@ def synthetic_star(
         n_cust = int(20 + base * 2)
         cust_keys = np.arange(next_customer, next_customer + n_cust)
         next_customer += n_cust
-        tiers = rng.choice(["Platinum", "Gold", "Silver", "Standard"], n_cust,
-                           p=[p_platinum, 0.2, 0.3, 0.5 - p_platinum])
+        tiers = rng.choice(
+            ["Platinum", "Gold", "Silver", "Standard"], n_cust, p=[p_platinum, 0.2, 0.3, 0.5 - p_platinum]
+        )
         ltv = np.where(tiers == "Platinum", 8000.0, np.where(tiers == "Gold", 3000.0, 800.0))
-        customer_rows.append(pd.DataFrame({"CUSTOMER_KEY": cust_keys, "CUSTOMER_TYPE": "Individual",
-                                           "LOYALTY_STATUS": tiers, "LIFETIME_VALUE": ltv * rng.lognormal(0, 0.2, n_cust)}))
+        customer_rows.append(
+            pd.DataFrame(
+                {
+                    "CUSTOMER_KEY": cust_keys,
+                    "CUSTOMER_TYPE": "Individual",
+                    "LOYALTY_STATUS": tiers,
+                    "LIFETIME_VALUE": ltv * rng.lognormal(0, 0.2, n_cust),
+                }
+            )
+        )
         allowed = rng.choice(n_products, size=10 + (m % 4) * 25, replace=False) + 1
         for t, month in enumerate(months):
             level = base * np.exp(trend * t) * (1 + season * np.cos(2 * np.pi * (month.month - 12) / 12))
@@ -219,26 +245,36 @@ def synthetic_star(
             if n == 0:
                 continue
             days = rng.integers(0, month.days_in_month, n)
-            facts.append(pd.DataFrame({
-                "SALES_ORDER_NUMBER": [f"SO{m:03d}{t:03d}{i:04d}" for i in range(n)],
-                "SALES_ORDER_LINE": 1,
-                "CHANNEL": "Internet",
-                "ORDER_DATE": month.start_time + pd.to_timedelta(days, unit="D"),
-                "MARKET_KEY": key,
-                "CUSTOMER_KEY": rng.choice(cust_keys, n),
-                "PRODUCT_KEY": rng.choice(allowed, n),
-                "SALES_AMOUNT": np.round(rng.lognormal(5.5, 0.6, n), 2),
-                "DISCOUNT_PCT": np.clip(rng.normal(discount, 0.02, n), 0, 0.9),
-                "QUANTITY": rng.integers(1, 4, n),
-            }))
+            facts.append(
+                pd.DataFrame(
+                    {
+                        "SALES_ORDER_NUMBER": [f"SO{m:03d}{t:03d}{i:04d}" for i in range(n)],
+                        "SALES_ORDER_LINE": 1,
+                        "CHANNEL": "Internet",
+                        "ORDER_DATE": month.start_time + pd.to_timedelta(days, unit="D"),
+                        "MARKET_KEY": key,
+                        "CUSTOMER_KEY": rng.choice(cust_keys, n),
+                        "PRODUCT_KEY": rng.choice(allowed, n),
+                        "SALES_AMOUNT": np.round(rng.lognormal(5.5, 0.6, n), 2),
+                        "DISCOUNT_PCT": np.clip(rng.normal(discount, 0.02, n), 0, 0.9),
+                        "QUANTITY": rng.integers(1, 4, n),
+                    }
+                )
+            )
     dates = pd.date_range(months[0].start_time, months[-1].end_time.normalize(), freq="D")
     return {
         "fact_sale": pd.concat(facts, ignore_index=True),
         "territory": pd.DataFrame(territory, columns=["MARKET_KEY", "MARKET_NAME", "COUNTRY", "TERRITORY_GROUP"]),
         "customer": pd.concat(customer_rows, ignore_index=True),
         "product": product,
-        "date": pd.DataFrame({"DATE_KEY": dates.strftime("%Y%m%d").astype("int64"), "FULL_DATE": dates,
-                              "CALENDAR_YEAR": dates.year, "CALENDAR_MONTH": dates.month}),
+        "date": pd.DataFrame(
+            {
+                "DATE_KEY": dates.strftime("%Y%m%d").astype("int64"),
+                "FULL_DATE": dates,
+                "CALENDAR_YEAR": dates.year,
+                "CALENDAR_MONTH": dates.month,
+            }
+        ),
     }
 
 

@@ -71,9 +71,8 @@ def load(db_path: Path, source: str) -> dict[str, int]:
 
 def serve(db_path: Path, port: int, host: str = "127.0.0.1") -> None:
     """Serve the persisted emulator over HTTP until interrupted."""
-    import uvicorn
-
     import fakesnow.server
+    import uvicorn
     from fakesnow.instance import FakeSnow
 
     db_path.mkdir(parents=True, exist_ok=True)

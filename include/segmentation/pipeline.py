@@ -49,7 +49,9 @@ def extract_static_features(config: SegmentationConfig, month: pd.Period) -> dic
     w = config.warehouse
     b = _bounds(month, config.sequences.seq_len)
     with connect(w) as conn:
-        static = query_frame(conn, render_sql("static_features.sql", w), {"window_start": b["start"], "window_end": b["end"]})
+        static = query_frame(
+            conn, render_sql("static_features.sql", w), {"window_start": b["start"], "window_end": b["end"]}
+        )
         markets = query_frame(conn, render_sql("markets.sql", w))
     static["market_key"] = static["market_key"].astype(str)
     markets["market_key"] = markets["market_key"].astype(str)
@@ -71,7 +73,9 @@ def build_sequences(config: SegmentationConfig, month: pd.Period, static_path: s
     w, s = config.warehouse, config.sequences
     b = _bounds(month, s.history_months)
     with connect(w) as conn:
-        monthly = query_frame(conn, render_sql("monthly_sales.sql", w), {"history_start": b["start"], "window_end": b["end"]})
+        monthly = query_frame(
+            conn, render_sql("monthly_sales.sql", w), {"history_start": b["start"], "window_end": b["end"]}
+        )
     months = seq.month_range(month, s.history_months)
     markets, grid = seq.monthly_grid(monthly, months)
     features = seq.sequence_features(grid)
@@ -93,7 +97,9 @@ def build_sequences(config: SegmentationConfig, month: pd.Period, static_path: s
         excluded[key] = "no monthly sales in the history"
     eligible = np.array([k not in excluded for k in markets])
     if eligible.sum() == 0:
-        raise ValueError(f"no market is eligible for {month}: {len(excluded)} excluded, e.g. {list(excluded.items())[:3]}")
+        raise ValueError(
+            f"no market is eligible for {month}: {len(excluded)} excluded, e.g. {list(excluded.items())[:3]}"
+        )
     for key, reason in sorted(excluded.items()):
         log.warning("market %s excluded: %s", key, reason)
 
@@ -147,8 +153,13 @@ def train_autoencoder(config: SegmentationConfig, month: pd.Period, sequences_pa
             return {"path": str(path), **{k: meta[k] for k in ("final_loss", "epochs", "device")}}
     trained = fit(train, config.model, seed=seed)
     trained.save(path)
-    meta = {"fingerprint": fingerprint, "final_loss": trained.losses[-1], "epochs": len(trained.losses),
-            "device": trained.device, "losses": trained.losses}
+    meta = {
+        "fingerprint": fingerprint,
+        "final_loss": trained.losses[-1],
+        "epochs": len(trained.losses),
+        "device": trained.device,
+        "losses": trained.losses,
+    }
     meta_path.write_text(json.dumps(meta))
     return {"path": str(path), "final_loss": meta["final_loss"], "epochs": meta["epochs"], "device": meta["device"]}
 
@@ -191,8 +202,14 @@ def cluster_markets(config: SegmentationConfig, month: pd.Period, static_path: s
         "k_curve": {str(k): v for k, v in result.k_curve.items()},
     }
     (month_dir(config, month) / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    log.info("%s: k=%d silhouettes hybrid=%.3f lstm=%.3f static=%.3f", month, result.n_clusters,
-             result.silhouette_hybrid, result.silhouette_lstm, result.silhouette_static)
+    log.info(
+        "%s: k=%d silhouettes hybrid=%.3f lstm=%.3f static=%.3f",
+        month,
+        result.n_clusters,
+        result.silhouette_hybrid,
+        result.silhouette_lstm,
+        result.silhouette_static,
+    )
     return {"path": str(path), **{k: v for k, v in metrics.items() if k != "k_curve"}}
 
 

@@ -20,6 +20,8 @@ def segment_summary(segments: pd.DataFrame) -> pd.DataFrame:
     grouped = segments.groupby("segment_id", sort=True)
     summary = grouped[list(STATIC_FEATURES)].mean()
     summary.insert(0, "n_markets", grouped.size())
-    summary.insert(1, "main_group", grouped["territory_group"].agg(lambda s: s.mode().iat[0] if s.notna().any() else None))
+    summary.insert(
+        1, "main_group", grouped["territory_group"].agg(lambda s: s.mode().iat[0] if s.notna().any() else None)
+    )
     summary.insert(2, "examples", grouped["market_name"].agg(lambda s: ", ".join(sorted(s.astype(str))[:3])))
     return summary.reset_index()

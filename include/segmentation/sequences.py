@@ -48,9 +48,7 @@ def monthly_grid(monthly: pd.DataFrame, months: pd.PeriodIndex) -> tuple[np.ndar
     markets = np.array(sorted(frame["market_key"].unique()), dtype=object)
     index = pd.MultiIndex.from_product([markets, months], names=["market_key", "month"])
     dense = (
-        frame.set_index(["market_key", "month"])[list(MONTHLY_COLUMNS)]
-        .astype("float64")
-        .reindex(index, fill_value=0.0)
+        frame.set_index(["market_key", "month"])[list(MONTHLY_COLUMNS)].astype("float64").reindex(index, fill_value=0.0)
     )
     grid = dense.to_numpy().reshape(len(markets), len(months), len(MONTHLY_COLUMNS))
     return markets, grid
@@ -75,9 +73,7 @@ def sequence_features(grid: np.ndarray) -> np.ndarray:
         raise ValueError("monthly aggregates contain NaN or infinite values")
     log_revenue = _signed_log1p(grid[..., 0])
     growth = np.diff(log_revenue, axis=1, prepend=log_revenue[:, :1])
-    return np.stack(
-        [log_revenue, growth, _signed_log1p(grid[..., 3]), _signed_log1p(grid[..., 1])], axis=-1
-    )
+    return np.stack([log_revenue, growth, _signed_log1p(grid[..., 3]), _signed_log1p(grid[..., 1])], axis=-1)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Print a month's segments as written to the warehouse: run figures and a per-segment summary.
 
-    python -m include.segmentation.summary --month 2013-12
+python -m include.segmentation.summary --month 2013-12
 """
 
 from __future__ import annotations
@@ -21,17 +21,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--month", required=True, help="YYYY-MM")
     month = parse_month(parser.parse_args(argv).month)
     config = load_config()
+    params = {"segment_month": month.start_time.date()}
     with connect(config.warehouse) as conn:
-        rows = query_frame(conn, render_sql("month_segments.sql", config.warehouse), {"segment_month": month.start_time.date()})
-        runs = query_frame(conn, render_sql("month_runs.sql", config.warehouse), {"segment_month": month.start_time.date()})
+        rows = query_frame(conn, render_sql("month_segments.sql", config.warehouse), params)
+        runs = query_frame(conn, render_sql("month_runs.sql", config.warehouse), params)
     if rows.empty:
         print(f"no segments written for {month}")
         return 1
     run = runs.iloc[0]
-    print(f"\n{month}: {len(rows)} markets in MARKET_SEGMENT, model {run.model_version}, {run.algorithm} k={run.n_clusters}")
-    print(f"silhouette  hybrid={run.silhouette_hybrid:.3f}  LSTM-only={run.silhouette_lstm:.3f}  "
-          f"static-only={run.silhouette_static:.3f}   (excluded markets: {run.n_excluded})\n")
-    features = pd.read_parquet(month_dir(config, month) / "static.parquet").drop(columns=["territory_group", "market_name"])
+    print(f"\n{month}: {len(rows)} markets in MARKET_SEGMENT, model {run.model_version}")
+    print(f"{run.algorithm}: k={run.n_clusters}, unassigned share {run.noise_fraction:.2f}")
+    print(
+        f"silhouette  hybrid={run.silhouette_hybrid:.3f}  LSTM-only={run.silhouette_lstm:.3f}  "
+        f"static-only={run.silhouette_static:.3f}   (excluded markets: {run.n_excluded})\n"
+    )
+    features = pd.read_parquet(month_dir(config, month) / "static.parquet").drop(
+        columns=["territory_group", "market_name"]
+    )
     segments = rows.merge(features, on="market_key", how="left")
     segments["segment_id"] = segments["segment_id"].fillna(-1).astype(int)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 3):

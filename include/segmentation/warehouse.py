@@ -7,7 +7,7 @@ the only difference is the connection's extras (``host``, ``port``, ``protocol``
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -74,7 +74,7 @@ def get_hook(conn_id: str, database: str | None = None, schema: str | None = Non
 
 
 @contextmanager
-def connect(warehouse: WarehouseConfig) -> Iterator[SnowflakeConnection]:
+def connect(warehouse: WarehouseConfig) -> Generator[SnowflakeConnection, None, None]:
     """Open a connection through the Airflow connection ``warehouse.conn_id``, in its database/schema."""
     conn = get_hook(warehouse.conn_id, warehouse.database, warehouse.schema_).get_conn()
     try:

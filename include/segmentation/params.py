@@ -1,0 +1,62 @@
+"""The DAG's Params: what a user may set per run in the Airflow trigger form.
+
+JSON-schema validated by Airflow before any task runs; scalar types only (object Params render
+poorly in the form). Defaults come from the configuration, so the form shows what a run would use.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param
+
+from include.segmentation.config import SegmentationConfig
+
+
+def run_params(defaults: SegmentationConfig) -> dict[str, Param]:
+    """Params for ``market_segmentation``, defaulting to ``defaults``' values."""
+    return {
+        "target_month": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
+            title="Target month",
+            description="YYYY-MM to segment; empty: the run's data interval (previous month).",
+        ),
+        "seq_len": Param(
+            defaults.sequences.seq_len,
+            type="integer",
+            minimum=6,
+            maximum=24,
+            title="Window length (months)",
+            description="Months of history per market, 6-24.",
+        ),
+        "algorithm": Param(
+            defaults.clustering.algorithm,
+            type="string",
+            enum=["kmeans", "dbscan", "hdbscan"],
+            title="Clustering algorithm",
+        ),
+        "n_clusters": Param(
+            defaults.clustering.n_clusters,
+            type=["null", "integer"],
+            minimum=2,
+            maximum=50,
+            title="Number of segments",
+            description="Empty: chosen by silhouette (K-Means only).",
+        ),
+        "static_weight": Param(
+            defaults.clustering.static_weight,
+            type="number",
+            minimum=0,
+            maximum=1,
+            title="Static weight",
+            description="Share (0-1) of the static block in the hybrid features.",
+        ),
+        "epochs": Param(defaults.model.epochs, type="integer", minimum=1, maximum=1000, title="Training epochs"),
+        "dry_run": Param(False, type="boolean", title="Dry run", description="Compute everything, write nothing."),
+        "force_retrain": Param(
+            False,
+            type="boolean",
+            title="Force retrain",
+            description="Retrain even if this month's model exists for the same data.",
+        ),
+    }

@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from include.segmentation import clustering as cl
+from include.segmentation.config import ClusterConfig
+
+
+def blobs(n_per=20, seed=0):
+    """Three planted groups, separated in both views: static (7 columns) and embedding (32)."""
+    rng = np.random.default_rng(seed)
+    truth = np.repeat([0, 1, 2], n_per)
+    static = rng.normal(0, 0.1, (3 * n_per, 7)) + truth[:, None] * 1.0
+    static[:, 4] = static[:, 4] * 1000 + 5000  # a currency column on a different scale
+    embedding = rng.normal(0, 0.1, (3 * n_per, 32)) + (truth[:, None] == np.arange(32)[None, :] % 3) * 1.0
+    return static, embedding, truth
+
+
+def test_kmeans_recovers_planted_segments_and_picks_k():
+    static, embedding, truth = blobs()
+    result = cl.cluster_markets(static, embedding, ClusterConfig(), seed=1)
+    assert result.n_clusters == 3
+    assert adjusted_rand_score(truth, result.labels) == 1.0
+    assert set(result.labels.tolist()) == {1, 2, 3}
+    assert result.k_curve[3] == max(result.k_curve.values())
+    for score in (result.silhouette_hybrid, result.silhouette_lstm, result.silhouette_static):
+        assert 0.5 < score <= 1.0
+
+
+def test_block_weights_give_each_block_its_variance_share():
+    static, embedding, _ = blobs()
+    hybrid = cl.hybrid_features(static, embedding, static_weight=0.3)
+    assert hybrid.shape == (60, 39)
+    np.testing.assert_allclose(hybrid[:, :7].var(axis=0).sum(), 0.3, rtol=1e-9)
+    np.testing.assert_allclose(hybrid[:, 7:].var(axis=0).sum(), 0.7, rtol=1e-9)
+
+
+def test_an_unscaled_currency_column_cannot_take_over():
+    static, embedding, truth = blobs()
+    rng = np.random.default_rng(5)
+    static[:, 4] = rng.lognormal(12, 2, len(static))  # huge, pure noise, unrelated to the groups
+    hybrid = cl.hybrid_features(static, embedding, static_weight=0.5)
+    assert hybrid[:, 4].var() == pytest.approx(0.5 / 7)  # one column of seven in its block
+    result = cl.cluster_markets(static, embedding, ClusterConfig(n_clusters=3), seed=1)
+    assert adjusted_rand_score(truth, result.labels) == 1.0
+
+
+def test_relabel_by_size_orders_segments():
+    labels = np.array([5, 5, 0, 0, 0, -1, 7])
+    np.testing.assert_array_equal(cl.relabel_by_size(labels), [2, 2, 1, 1, 1, -1, 3])
+
+
+def test_choose_k_respects_n_minus_one():
+    x = np.array([[0.0], [0.1], [5.0], [5.1]])
+    k, curve = cl.choose_k(x, 2, 10, seed=0)
+    assert sorted(curve) == [2, 3] and k == 2
+
+
+def test_too_few_markets_and_bad_k_are_refused():
+    static, embedding, _ = blobs(n_per=1)
+    with pytest.raises(ValueError, match="n_clusters=3 is invalid for 3 markets"):
+        cl.cluster_markets(static, embedding, ClusterConfig(n_clusters=3), seed=0)
+    with pytest.raises(ValueError, match="at least 3 markets, got 2"):
+        cl.cluster_markets(static[:2], embedding[:2], ClusterConfig(), seed=0)
+
+
+def test_dbscan_marks_noise_and_excludes_it_from_silhouette():
+    static, embedding, truth = blobs()
+    static = np.vstack([static, np.full((1, 7), 40.0)])  # one far outlier
+    embedding = np.vstack([embedding, np.full((1, 32), 40.0)])
+    result = cl.cluster_markets(static, embedding, ClusterConfig(algorithm="dbscan"), seed=0)
+    assert result.labels[-1] == -1
+    assert result.noise_fraction == pytest.approx(1 / 61)
+    assert result.n_clusters == 3
+    assert adjusted_rand_score(truth, result.labels[:-1]) == 1.0
+    assert result.eps is not None and result.eps > 0
+    assert np.isfinite(result.silhouette_hybrid)
+
+
+def test_hdbscan_finds_the_planted_groups():
+    static, embedding, truth = blobs()
+    result = cl.cluster_markets(static, embedding, ClusterConfig(algorithm="hdbscan"), seed=0)
+    assert result.n_clusters == 3
+    assert adjusted_rand_score(truth[result.labels > 0], result.labels[result.labels > 0]) == 1.0
+
+
+def test_nan_features_are_refused():
+    static, embedding, _ = blobs()
+    static[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        cl.hybrid_features(static, embedding, 0.5)

@@ -1,0 +1,81 @@
+"""Idempotent, atomic write-back on the emulator."""
+
+import pandas as pd
+import pytest
+
+from include.segmentation.config import SegmentationConfig
+from include.segmentation.writeback import RunRecord, model_version, write_segments
+
+W = SegmentationConfig().warehouse
+DEC, NOV = pd.Period("2013-12", "M"), pd.Period("2013-11", "M")
+
+
+def run(run_id="r1", **kw):
+    base = dict(
+        run_id=run_id,
+        model_version=model_version("lstm_hybrid_v2.0", DEC),
+        algorithm="kmeans",
+        n_clusters=2,
+        n_markets=3,
+        n_excluded=0,
+        noise_fraction=0.0,
+        seq_len=12,
+        silhouette_hybrid=0.4,
+        silhouette_lstm=0.3,
+        silhouette_static=float("nan"),
+        final_loss=0.1,
+    )
+    return RunRecord(**(base | kw))
+
+
+def rows(conn, month=None):
+    sql = "SELECT MARKET_KEY, SEGMENT_MONTH, SEGMENT_ID, RUN_ID FROM MARKET_SEGMENT ORDER BY SEGMENT_MONTH, MARKET_KEY"
+    cur = conn.cursor()
+    cur.execute(sql)
+    return [r for r in cur.fetchall() if month is None or r[1] == month.start_time.date()]
+
+
+def segs(mapping):
+    return pd.DataFrame({"market_key": list(mapping), "segment_id": list(mapping.values())})
+
+
+def test_model_version_uses_the_month_end():
+    assert model_version("lstm_hybrid_v2.0", DEC) == "lstm_hybrid_v2.0_20131231"
+    assert model_version("lstm_hybrid_v2.0", pd.Period("2012-02", "M")) == "lstm_hybrid_v2.0_20120229"
+
+
+def test_rerun_replaces_the_month_and_leaves_others(fake_conn):
+    write_segments(fake_conn, W, segs({"A": 1, "B": 2}), NOV, run("nov"))
+    assert write_segments(fake_conn, W, segs({"A": 1, "B": 2, "C": -1}), DEC, run("r1")) == 3
+    assert write_segments(fake_conn, W, segs({"A": 1, "B": 2, "C": -1}), DEC, run("r1")) == 3
+    assert len(rows(fake_conn, DEC)) == 3
+    # a later run where C dropped out and A moved: the month is replaced whole
+    write_segments(fake_conn, W, segs({"A": 2, "B": 2}), DEC, run("r2"))
+    assert [(r[0], r[2], r[3]) for r in rows(fake_conn, DEC)] == [("A", 2, "r2"), ("B", 2, "r2")]
+    assert [(r[0], r[2], r[3]) for r in rows(fake_conn, NOV)] == [("A", 1, "nov"), ("B", 2, "nov")]
+    cur = fake_conn.cursor()
+    cur.execute("SELECT RUN_ID, N_CLUSTERS, SILHOUETTE_HYBRID, SILHOUETTE_STATIC FROM SEGMENTATION_RUN ORDER BY RUN_ID")
+    assert cur.fetchall() == [("nov", 2, 0.4, None), ("r1", 2, 0.4, None), ("r2", 2, 0.4, None)]
+
+
+def test_noise_is_written_as_null(fake_conn):
+    write_segments(fake_conn, W, segs({"A": 1, "B": -1}), DEC, run())
+    assert [(r[0], r[2]) for r in rows(fake_conn, DEC)] == [("A", 1), ("B", None)]
+
+
+def test_duplicate_market_is_refused_before_anything_changes(fake_conn):
+    write_segments(fake_conn, W, segs({"A": 1, "B": 2}), DEC, run())
+    before = rows(fake_conn)
+    bad = pd.DataFrame({"market_key": ["A", "A"], "segment_id": [1, 2]})
+    with pytest.raises(ValueError, match="market 'A' appears more than once"):
+        write_segments(fake_conn, W, bad, DEC, run("r2"))
+    assert rows(fake_conn) == before
+
+
+def test_failure_inside_the_transaction_rolls_back(fake_conn):
+    write_segments(fake_conn, W, segs({"A": 1, "B": 2}), DEC, run())
+    before = rows(fake_conn)
+    # N_CLUSTERS is NOT NULL: the run-record insert fails after the month's rows were deleted
+    with pytest.raises(Exception, match="(?i)null"):
+        write_segments(fake_conn, W, segs({"A": 3, "B": 3, "C": 3}), DEC, run("r2", n_clusters=None))
+    assert rows(fake_conn) == before
