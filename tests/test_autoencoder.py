@@ -30,7 +30,8 @@ def test_embeddings_have_the_bottleneck_shape_and_separate_the_kinds():
     x, kind = waves()
     trained = train_autoencoder(x, SMALL, seed=3)
     z = embed(trained, x)
-    assert z.shape == (48, 8) and z.dtype == np.float32
+    assert z.shape == (48, 8)
+    assert z.dtype == np.float32
     centroid_gap = np.linalg.norm(z[kind == 0].mean(0) - z[kind == 1].mean(0))
     spread = max(z[kind == 0].std(0).mean(), z[kind == 1].std(0).mean())
     assert centroid_gap > 3 * spread
@@ -44,7 +45,8 @@ def test_same_seed_same_model_and_save_load_round_trip(tmp_path):
     a.save(tmp_path / "model.pt")
     loaded = TrainedAutoencoder.load(tmp_path / "model.pt", device="cpu")
     np.testing.assert_array_equal(embed(loaded, x), embed(a, x))
-    assert loaded.losses == a.losses and loaded.seq_len == 12
+    assert loaded.losses == a.losses
+    assert loaded.seq_len == 12
 
 
 def test_bad_inputs_are_refused():

@@ -53,7 +53,8 @@ def test_relabel_by_size_orders_segments():
 def test_choose_k_respects_n_minus_one():
     x = np.array([[0.0], [0.1], [5.0], [5.1]])
     k, curve = cl.choose_k(x, 2, 10, seed=0)
-    assert sorted(curve) == [2, 3] and k == 2
+    assert sorted(curve) == [2, 3]
+    assert k == 2
 
 
 def test_too_few_markets_and_bad_k_are_refused():
@@ -73,7 +74,8 @@ def test_dbscan_marks_noise_and_excludes_it_from_silhouette():
     assert result.noise_fraction == pytest.approx(1 / 61)
     assert result.n_clusters == 3
     assert adjusted_rand_score(truth, result.labels[:-1]) == 1.0
-    assert result.eps is not None and result.eps > 0
+    assert result.eps is not None
+    assert result.eps > 0
     assert np.isfinite(result.silhouette_hybrid)
 
 

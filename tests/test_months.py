@@ -1,11 +1,11 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
 
 from include.segmentation.months import parse_month, resolve_target_month
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def test_scheduled_run_takes_the_data_interval_month():
