@@ -1,0 +1,144 @@
+"""The whole DAG through Airflow (`airflow dags test`, a real DAG run with its own metadata DB) on
+AdventureWorksDW served by the embedded warehouse over the Snowflake protocol."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from include.segmentation.config import SegmentationConfig
+from include.segmentation.emulator import connection_json
+from include.segmentation.warehouse import connect
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+MONTH = "2013-12-01"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def warehouse_port(adventureworks_dir, tmp_path_factory):
+    """Load AdventureWorks into a fresh emulator directory, serve it, stop it (by PID) afterwards."""
+    db = tmp_path_factory.mktemp("warehouse")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ADVENTUREWORKS_DIR": str(adventureworks_dir)}
+    emulator = [sys.executable, "-m", "include.segmentation.emulator"]
+    subprocess.run(
+        [*emulator, "load", "--db-path", str(db), "--source", "adventureworks"],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
+    port = _free_port()
+    server = subprocess.Popen([*emulator, "serve", "--db-path", str(db), "--port", str(port)], env=env, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, "the emulator exited while starting"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the emulator did not open its port in 60 s"
+                time.sleep(0.2)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(port))
+            yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _month_rows() -> pd.DataFrame:
+    with connect(SegmentationConfig().warehouse) as conn:
+        cur = conn.cursor()
+        cur.execute("SELECT * FROM MARKET_SEGMENT WHERE SEGMENT_MONTH = %(m)s", {"m": MONTH})
+        frame = cur.fetch_pandas_all()
+    return frame
+
+
+@pytest.fixture(scope="module")
+def two_runs(warehouse_port, tmp_path_factory):
+    """Run the DAG twice for 2013-12 (logical date 2014-01-01); return row counts and paths."""
+    home = tmp_path_factory.mktemp("airflow-home")
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
+    env |= {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW_CONN_SNOWFLAKE_DEFAULT": connection_json(warehouse_port),
+        "SEGMENTATION_ARTIFACTS": str(artifacts),
+        "PYTHONPATH": str(ROOT),
+    }
+    airflow = str(Path(sys.executable).parent / "airflow")
+    subprocess.run([airflow, "db", "migrate"], check=True, env=env, cwd=ROOT, capture_output=True, timeout=600)
+    counts, logs = [], []
+    for _ in range(2):
+        run = subprocess.run(
+            [airflow, "dags", "test", "market_segmentation", "2014-01-01"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+        logs.append(run.stdout + run.stderr)
+        assert run.returncode == 0, logs[-1][-5000:]
+        assert "state=success" in logs[-1], logs[-1][-5000:]
+        counts.append(len(_month_rows()))
+    return {"counts": counts, "artifacts": artifacts / "2013-12", "logs": logs}
+
+
+def test_every_eligible_market_has_exactly_one_segment(two_runs):
+    rows = _month_rows()
+    eligible = pd.read_parquet(two_runs["artifacts"] / "embeddings.parquet")["market_key"]
+    excluded = pd.read_parquet(two_runs["artifacts"] / "excluded.parquet")["market_key"]
+    assert len(eligible) >= 50  # AdventureWorks has 69 state/province markets; a few lack recent sales
+    assert sorted(rows["MARKET_KEY"]) == sorted(eligible)
+    assert rows["MARKET_KEY"].is_unique
+    assert not set(rows["MARKET_KEY"]) & set(excluded)
+    assert rows["SEGMENT_ID"].notna().all()  # K-Means assigns every market
+
+
+def test_rerunning_the_month_keeps_the_same_rows(two_runs):
+    assert two_runs["counts"][0] == two_runs["counts"][1] > 0
+    # the second run reused the month's model (same data, settings and seed)
+    assert "reusing the model trained for 2013-12" in two_runs["logs"][1]
+
+
+def test_run_record_figures(two_runs):
+    with connect(SegmentationConfig().warehouse) as conn:
+        cur = conn.cursor()
+        cur.execute("SELECT * FROM SEGMENTATION_RUN WHERE SEGMENT_MONTH = %(m)s", {"m": MONTH})
+        runs = cur.fetch_pandas_all()
+    assert len(runs) == 2  # one row per DAG run
+    rows = _month_rows()
+    for run in runs.itertuples():
+        assert re.fullmatch(r"lstm_hybrid_v2\.0_\d{8}", run.MODEL_VERSION)
+        assert run.MODEL_VERSION == "lstm_hybrid_v2.0_20131231"
+        assert 2 <= run.N_CLUSTERS <= 10
+        assert len(rows) == run.N_MARKETS
+        for score in (run.SILHOUETTE_HYBRID, run.SILHOUETTE_LSTM, run.SILHOUETTE_STATIC):
+            assert math.isfinite(score)
+            assert -1 <= score <= 1
+        assert run.FINAL_LOSS > 0
+    assert set(rows["MODEL_VERSION"]) == {"lstm_hybrid_v2.0_20131231"}
+    assert rows["SEGMENT_ID"].nunique() == runs["N_CLUSTERS"].iloc[0]
+    metrics = json.loads((two_runs["artifacts"] / "metrics.json").read_text())
+    assert metrics["n_clusters"] == runs["N_CLUSTERS"].iloc[0]
