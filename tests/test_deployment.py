@@ -1,0 +1,54 @@
+"""The distributed deployment files: checked by parsing, since CI has no Docker engine."""
+
+import yaml
+
+from include.segmentation.config import load_config
+from tests.conftest import ROOT
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+
+
+def test_compose_has_the_airflow_3_celery_services():
+    services = compose()["services"]
+    expected = {
+        "postgres",
+        "redis",
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "airflow-init",
+        "airflow-worker",
+        "airflow-worker-gpu",
+    }
+    assert expected <= set(services)
+    env = services["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
+
+
+def test_gpu_worker_serves_the_training_queue_of_the_production_config():
+    services = compose()["services"]
+    gpu = services["airflow-worker-gpu"]
+    queue = load_config(ROOT / "config" / "production.example.yaml").train_queue
+    assert gpu["command"].split()[:2] == ["celery", "worker"]
+    assert f"-q {queue}" in gpu["command"]
+    assert "--concurrency 1" in gpu["command"]
+    device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["driver"] == "nvidia"
+    assert device["capabilities"] == ["gpu"]
+    assert "-q" not in services["airflow-worker"]["command"]  # the default queue
+
+
+def test_workers_share_artifacts_and_code_and_hold_no_credentials():
+    services = compose()["services"]
+    for name in ("airflow-worker", "airflow-worker-gpu", "airflow-scheduler"):
+        volumes = services[name]["volumes"]
+        assert any(v.startswith("artifacts:/opt/airflow/artifacts") for v in volumes)
+        assert "./include:/opt/airflow/include" in volumes
+        assert services[name]["environment"]["SEGMENTATION_ARTIFACTS"] == "/opt/airflow/artifacts"
+    text = (ROOT / "docker-compose.yaml").read_text()
+    assert "AIRFLOW_CONN_SNOWFLAKE" not in text.replace("AIRFLOW_CONN_SNOWFLAKE_DEFAULT=...", "")
+    assert "artifacts" in compose()["volumes"]
