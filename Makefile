@@ -9,7 +9,6 @@ venv: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
 	# torch==2.13.0 is pinned: pip takes the CPU wheel on disk instead of a multi-GB CUDA build.
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $@

@@ -6,6 +6,7 @@ python -m include.segmentation.summary --month 2013-12
 from __future__ import annotations
 
 import argparse
+import logging
 
 import pandas as pd
 
@@ -20,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--month", required=True, help="YYYY-MM")
     month = parse_month(parser.parse_args(argv).month)
+    # The connector and Airflow's secrets masker log at INFO; this command prints a report.
+    logging.getLogger().setLevel(logging.WARNING)
+    for name in ("snowflake", "airflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     config = load_config()
     params = {"segment_month": month.start_time.date()}
     with connect(config.warehouse) as conn:

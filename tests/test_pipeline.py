@@ -1,0 +1,97 @@
+"""The DAG's steps as plain functions, in-process on the emulator, through the Airflow connection."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from include.segmentation import pipeline
+from include.segmentation.config import SegmentationConfig
+from include.segmentation.demo_data import load_star, synthetic_star
+from include.segmentation.emulator import connection_json
+
+MONTH = pd.Period("2013-12", "M")
+
+
+@pytest.fixture
+def config(tmp_path, monkeypatch):
+    import fakesnow
+    import snowflake.connector
+
+    monkeypatch.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(8765))
+    star = synthetic_star(n_markets=12, start="2012-01", end="2013-12", seed=5)
+    # a market whose only sale is long before the window: monthly history but no static features
+    old = star["fact_sale"].iloc[[0]].assign(MARKET_KEY="DE-OLD", ORDER_DATE=pd.Timestamp("2012-02-03"))
+    star["fact_sale"] = pd.concat([star["fact_sale"], old], ignore_index=True)
+    # a market that opened in the window's last month: too few active months
+    new = star["fact_sale"].iloc[[1]].assign(MARKET_KEY="DE-NEW", ORDER_DATE=pd.Timestamp("2013-12-15"))
+    star["fact_sale"] = pd.concat([star["fact_sale"], new], ignore_index=True)
+    cfg = SegmentationConfig.model_validate(
+        {
+            "artifacts_dir": str(tmp_path),
+            "sequences": {"seq_len": 6, "history_months": 24},
+            "model": {"epochs": 1, "min_steps": 40, "hidden_dim": 16, "cpu_threads": 1},
+            "clustering": {"k_max": 6},
+        }
+    )
+    with fakesnow.patch():
+        conn = snowflake.connector.connect(database="SEGMENTATION", schema="MART")
+        load_star(conn, star, cfg.warehouse)
+        yield cfg
+
+
+def test_steps_end_to_end(config):
+    static = pipeline.extract_static_features(config, MONTH)
+    assert static["n_markets"] == 13  # 12 synthetic + DE-NEW (DE-OLD sold nothing in the window)
+    seqs = pipeline.build_sequences(config, MONTH, static["path"])
+    excluded = pd.read_parquet(seqs["excluded_path"]).set_index("market_key")["reason"].to_dict()
+    assert excluded == {
+        "DE-NEW": "sales in 1 of the last 6 months (< 3)",
+        "DE-OLD": "no static features in the window",
+    }
+    assert seqs["n_markets"] == 12
+    data = np.load(seqs["path"])
+    assert data["latest"].shape == (12, 6, 4)
+    assert data["latest"].dtype == np.float32
+    assert data["train"].shape[0] == seqs["n_train_windows"] >= 12 * 19  # every market had 24 months of sales
+
+    model = pipeline.train_autoencoder(config, MONTH, seqs["path"])
+    assert model["device"] == "cpu"
+    assert model["epochs"] >= 1
+    again = pipeline.train_autoencoder(config, MONTH, seqs["path"])
+    assert again == model  # reused: same data, settings and seed
+
+    emb = pipeline.embed_markets(config, MONTH, seqs["path"], model["path"])
+    assert (emb["n_markets"], emb["embedding_dim"]) == (12, 32)
+    clusters = pipeline.cluster_markets(config, MONTH, static["path"], emb["path"])
+    assert 2 <= clusters["n_clusters"] <= 6
+    assert json.loads((pipeline.month_dir(config, MONTH) / "metrics.json").read_text())["k_curve"]
+
+    metrics = clusters | {"final_loss": model["final_loss"]}
+    dry = pipeline.write_month(config, MONTH, clusters["path"], metrics, "run-1", dry_run=True)
+    assert dry == {"rows_written": 0, "model_version": "lstm_hybrid_v2.0_20131231", "dry_run": True}
+    assert _segment_table_rows(config) is None  # a dry run does not even create the table
+    written = pipeline.write_month(config, MONTH, clusters["path"], metrics, "run-1")
+    assert written["rows_written"] == 12
+    assert _segment_table_rows(config) == 12
+
+
+def _segment_table_rows(config):
+    from include.segmentation.warehouse import connect
+
+    with connect(config.warehouse) as conn:
+        cur = conn.cursor()
+        cur.execute("SELECT COUNT(*) FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_NAME = 'MARKET_SEGMENT'")
+        if cur.fetchone()[0] == 0:
+            return None
+        cur.execute("SELECT COUNT(*) FROM MARKET_SEGMENT")
+        return cur.fetchone()[0]
+
+
+def test_month_seed_differs_by_month_and_is_stable():
+    config = SegmentationConfig()
+    assert pipeline.month_seed(config, MONTH) == pipeline.month_seed(config, pd.Period("2013-12", "M"))
+    assert pipeline.month_seed(config, MONTH) != pipeline.month_seed(config, MONTH - 1)
