@@ -91,3 +91,24 @@ def test_nan_features_are_refused():
     static[3, 2] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         cl.hybrid_features(static, embedding, 0.5)
+
+
+def test_identical_markets_are_not_split_on_rounding_noise():
+    static = np.tile([0.1, 0.2, 0.3, 0.4, 3383.5657625189728, 4.0, 20.0], (6, 1))
+    static[::2, 4] = np.nextafter(static[::2, 4], np.inf)  # a warehouse AVG() differing in the last bit
+    embedding = np.ones((6, 32))
+    with pytest.raises(ValueError, match="all 6 markets have identical features"):
+        cl.cluster_markets(static, embedding, ClusterConfig(n_clusters=2), seed=0)
+
+
+def test_values_too_large_to_scale_are_named():
+    x = np.array([[1.0, 1e300], [2.0, -1e300], [3.0, 1e300]])
+    with pytest.raises(ValueError, match=r"too large to standardize in column\(s\) \[1\]"):
+        cl.standardize(x)
+
+
+def test_non_finite_static_feature_is_named():
+    static, embedding, _ = blobs()
+    static[3, 4] = np.inf
+    with pytest.raises(ValueError, match=r"\['avg_ltv'\]"):
+        cl.cluster_markets(static, embedding, ClusterConfig(), seed=0)

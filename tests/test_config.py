@@ -56,3 +56,30 @@ def test_load_config_from_yaml(tmp_path, monkeypatch):
 def test_k_range_must_be_ordered():
     with pytest.raises(ValidationError, match="k_min"):
         SegmentationConfig.model_validate({"clustering": {"k_min": 8, "k_max": 4}})
+
+
+@pytest.mark.parametrize("word", ["select", "TABLE", "order", "Group"])
+def test_reserved_words_are_refused(word):
+    with pytest.raises(ValidationError, match="reserved Snowflake keyword"):
+        SegmentationConfig.model_validate({"warehouse": {"run_table": word}})
+
+
+def test_result_tables_must_not_collide():
+    with pytest.raises(ValidationError, match="must differ"):
+        SegmentationConfig.model_validate({"warehouse": {"run_table": "MARKET_SEGMENT"}})
+    with pytest.raises(ValidationError, match="must differ"):
+        SegmentationConfig.model_validate({"warehouse": {"market_segment_table": "FACT_SALE"}})
+
+
+def test_cross_field_checks():
+    with pytest.raises(ValidationError, match=r"history_months \(6\) must be at least seq_len \(24\)"):
+        SegmentationConfig.model_validate({"sequences": {"seq_len": 24, "history_months": 6}})
+    with pytest.raises(ValidationError, match="min_active_months"):
+        SegmentationConfig.model_validate({"sequences": {"seq_len": 6, "min_active_months": 7}})
+    with pytest.raises(ValidationError, match="n_clusters applies to kmeans only"):
+        SegmentationConfig().with_overrides(algorithm="dbscan", n_clusters=4)
+
+
+def test_clearing_n_clusters_means_automatic():
+    config = SegmentationConfig.model_validate({"clustering": {"n_clusters": 5}})
+    assert config.with_overrides(n_clusters=None).clustering.n_clusters is None

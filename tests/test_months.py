@@ -48,3 +48,14 @@ def test_bad_target_month_is_named(bad):
 def test_nothing_to_go_on_is_an_error():
     with pytest.raises(ValueError, match="cannot resolve"):
         resolve_target_month(None, None, None, None, None)
+
+
+@pytest.mark.parametrize("bad", ["0001-01", "9999-12", "0000-01", "２０１３-12", "٢٠١٣-12"])
+def test_out_of_range_and_non_ascii_years_are_refused(bad):
+    with pytest.raises(ValueError, match="target_month"):
+        parse_month(bad)
+
+
+def test_naive_and_aware_interval_bounds_mix():
+    month = resolve_target_month(None, datetime(2013, 12, 1), datetime(2014, 1, 1, tzinfo=UTC), None, None)
+    assert month == pd.Period("2013-12", "M")

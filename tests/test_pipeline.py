@@ -95,3 +95,26 @@ def test_month_seed_differs_by_month_and_is_stable():
     config = SegmentationConfig()
     assert pipeline.month_seed(config, MONTH) == pipeline.month_seed(config, pd.Period("2013-12", "M"))
     assert pipeline.month_seed(config, MONTH) != pipeline.month_seed(config, MONTH - 1)
+
+
+def test_unknown_customers_and_duplicate_markets_are_named(tmp_path, monkeypatch, tiny_star):
+    import fakesnow
+    import snowflake.connector
+
+    monkeypatch.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(8765))
+    cfg = SegmentationConfig.model_validate(
+        {"artifacts_dir": str(tmp_path), "sequences": {"seq_len": 6, "history_months": 6, "min_active_months": 1}}
+    )
+    star = dict(tiny_star)
+    stranger = tiny_star["fact_sale"].iloc[[3]].assign(MARKET_KEY="C", CUSTOMER_KEY=99)  # not in DIM_CUSTOMER
+    star["fact_sale"] = pd.concat([tiny_star["fact_sale"], stranger], ignore_index=True)
+    with fakesnow.patch():
+        conn = snowflake.connector.connect(database="SEGMENTATION", schema="MART")
+        load_star(conn, star, cfg.warehouse)
+        static = pipeline.extract_static_features(cfg, MONTH)
+        seqs = pipeline.build_sequences(cfg, MONTH, static["path"])
+        excluded = pd.read_parquet(seqs["excluded_path"]).set_index("market_key")["reason"].to_dict()
+        assert excluded == {"C": "none of its customers is in DIM_CUSTOMER"}
+        conn.cursor().execute("INSERT INTO DIM_TERRITORY VALUES ('A', 'Alpha again', 'X', 'Europe')")
+        with pytest.raises(ValueError, match="market 'A' has more than one row in DIM_TERRITORY"):
+            pipeline.extract_static_features(cfg, MONTH)

@@ -96,3 +96,23 @@ def test_scaler_leaves_constant_features_finite():
     windows = np.ones((3, 4, 2))
     scaled = seq.FeatureScaler.fit(windows).transform(windows)
     np.testing.assert_array_equal(scaled, 0.0)
+
+
+def test_null_market_key_is_reported(monthly):
+    monthly.loc[0, "market_key"] = None
+    with pytest.raises(ValueError, match="1 row.* NULL market_key"):
+        seq.monthly_grid(monthly, seq.month_range(pd.Period("2013-12", "M"), 3))
+
+
+def test_non_finite_measure_names_market_month_and_column(monthly):
+    monthly.loc[4, "revenue"] = np.inf
+    with pytest.raises(ValueError, match=r"market 'B' has a non-finite revenue \(inf\) in 2013-12"):
+        seq.monthly_grid(monthly, seq.month_range(pd.Period("2013-12", "M"), 3))
+
+
+def test_month_starts_are_bucketed_in_utc(monthly):
+    # 2013-12-01 00:00 in Berlin is 2013-11-30 23:00 UTC: it belongs to November
+    monthly["month_start"] = monthly["month_start"].dt.tz_localize("UTC")
+    monthly.loc[0, "month_start"] = pd.Timestamp("2013-11-01 00:00", tz="Europe/Berlin").tz_convert("UTC")
+    markets, grid = seq.monthly_grid(monthly, seq.month_range(pd.Period("2013-12", "M"), 3))
+    np.testing.assert_array_equal(grid[0, :, 0], [100.0, 200.0, 50.0])  # 2013-10-31 23:00 UTC -> October

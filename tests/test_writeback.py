@@ -79,3 +79,42 @@ def test_failure_inside_the_transaction_rolls_back(fake_conn):
     with pytest.raises(Exception, match="(?i)null"):
         write_segments(fake_conn, W, segs({"A": 3, "B": 3, "C": 3}), DEC, run("r2", n_clusters=None))
     assert rows(fake_conn) == before
+
+
+def test_empty_segments_never_erase_a_month(fake_conn):
+    write_segments(fake_conn, W, segs({"A": 1, "B": 2}), DEC, run())
+    before = rows(fake_conn)
+    with pytest.raises(ValueError, match="no segments to write for 2013-12"):
+        write_segments(fake_conn, W, segs({}), DEC, run("r-empty"))
+    assert rows(fake_conn) == before
+
+
+def test_a_reused_run_id_does_not_touch_another_months_record(fake_conn):
+    write_segments(fake_conn, W, segs({"A": 1, "B": 2}), NOV, run("same"))
+    write_segments(fake_conn, W, segs({"A": 1, "B": 2}), DEC, run("same"))
+    cur = fake_conn.cursor()
+    cur.execute("SELECT RUN_ID, SEGMENT_MONTH FROM SEGMENTATION_RUN ORDER BY SEGMENT_MONTH")
+    assert [(r[0], str(r[1])) for r in cur.fetchall()] == [("same", "2013-11-01"), ("same", "2013-12-01")]
+
+
+@pytest.mark.parametrize(("bad", "message"), [(1.7, "1.7"), (0, "SegmentID 0"), ("x", "'x'"), (-7, "-7")])
+def test_bad_segment_ids_name_the_market(fake_conn, bad, message):
+    with pytest.raises(ValueError, match=f"market 'B' has {message}" if message.startswith("S") else message):
+        write_segments(fake_conn, W, segs({"A": 1, "B": bad}), DEC, run())
+
+
+def test_null_market_keys_are_refused(fake_conn):
+    with pytest.raises(ValueError, match="1 segment row"):
+        write_segments(fake_conn, W, pd.DataFrame({"market_key": ["A", None], "segment_id": [1, 2]}), DEC, run())
+
+
+def test_numpy_and_non_finite_metrics_are_bound(fake_conn):
+    import numpy as np
+
+    record = run(
+        n_markets=np.int64(2), n_clusters=np.int64(2), silhouette_hybrid=float("inf"), final_loss=np.float32(0.5)
+    )
+    write_segments(fake_conn, W, segs({"A": 1, "B": 2}), DEC, record)
+    cur = fake_conn.cursor()
+    cur.execute("SELECT N_MARKETS, SILHOUETTE_HYBRID, FINAL_LOSS FROM SEGMENTATION_RUN")
+    assert cur.fetchall() == [(2, None, 0.5)]

@@ -28,12 +28,26 @@ SILHOUETTE_SAMPLE = 10_000
 
 
 def standardize(x: np.ndarray) -> np.ndarray:
-    """Column-wise z-scores of ``(n, d)`` data (``StandardScaler``); constant columns become 0."""
+    """Column-wise z-scores of ``(n, d)`` data (``StandardScaler``); constant columns become 0.
+
+    A column whose spread is below 1e-9 of its magnitude counts as constant: identical markets
+    whose warehouse ``AVG()`` differs in the last bits must not be split on rounding noise. Raises
+    ``ValueError`` naming the column index of NaN/inf input or of values too large to scale.
+    """
     from sklearn.preprocessing import StandardScaler
 
-    if not np.isfinite(x).all():
-        raise ValueError("features contain NaN or infinite values")
-    return StandardScaler().fit_transform(np.asarray(x, dtype=np.float64))
+    x = np.asarray(x, dtype=np.float64)
+    bad = ~np.isfinite(x).all(axis=0)
+    if bad.any():
+        raise ValueError(f"features contain NaN or infinite values in column(s) {np.flatnonzero(bad).tolist()}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        spread = x.std(axis=0)
+    if not np.isfinite(spread).all():
+        bad = np.flatnonzero(~np.isfinite(spread)).tolist()
+        raise ValueError(f"features too large to standardize in column(s) {bad}")
+    z = StandardScaler().fit_transform(x)
+    z[:, spread <= 1e-9 * np.maximum(np.abs(x.mean(axis=0)), 1.0)] = 0.0
+    return z
 
 
 def _block(x: np.ndarray, weight: float) -> np.ndarray:
@@ -149,7 +163,13 @@ def cluster_markets(static: np.ndarray, embedding: np.ndarray, config: ClusterCo
     n = len(static)
     if n < 3:
         raise ValueError(f"clustering needs at least 3 markets, got {n}")
+    if static.shape[1] == len(STATIC_FEATURES):
+        bad = [name for name, ok in zip(STATIC_FEATURES, np.isfinite(static).all(axis=0), strict=True) if not ok]
+        if bad:
+            raise ValueError(f"static feature(s) {bad} contain NaN or infinite values")
     hybrid = hybrid_features(static, embedding, config.static_weight)
+    if not hybrid.any():
+        raise ValueError(f"all {n} markets have identical features: there is nothing to segment")
     curve: dict[int, float] = {}
     eps = None
     if config.algorithm == "kmeans":

@@ -16,16 +16,33 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-# Unquoted Snowflake identifier: letter or underscore first, then letters, digits, _ or $ (max 255).
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$")
+#: A target month: YYYY-MM, ASCII digits, years 1900-2199 (pandas timestamps end in 2262).
+MONTH_PATTERN = r"^(19|20|21)[0-9]{2}-(0[1-9]|1[0-2])$"
+
+# Unquoted Snowflake identifier: ASCII letter or underscore first, then letters, digits, _ or $.
+# 249 rather than 255 characters so that derived names (the "_STAGE" table) stay within the limit.
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,248}$", re.ASCII)
+
+# Snowflake's reserved keywords (docs: "Reserved & limited keywords"): unquoted, they break SQL.
+_RESERVED = frozenset(
+    """ACCOUNT ALL ALTER AND ANY AS BETWEEN BY CASE CAST CHECK COLUMN CONNECT CONNECTION CONSTRAINT CREATE
+    CROSS CURRENT CURRENT_DATE CURRENT_TIME CURRENT_TIMESTAMP CURRENT_USER DATABASE DELETE DISTINCT DROP
+    ELSE EXISTS FALSE FOLLOWING FOR FROM FULL GRANT GROUP GSCLUSTER HAVING ILIKE IN INCREMENT INNER
+    INSERT INTERSECT INTO IS ISSUE JOIN LATERAL LEFT LIKE LOCALTIME LOCALTIMESTAMP MINUS NATURAL NOT
+    NULL OF ON OR ORDER ORGANIZATION QUALIFY REGEXP REVOKE RIGHT RLIKE ROW ROWS SAMPLE SCHEMA SELECT SET
+    SOME START TABLE TABLESAMPLE THEN TO TRIGGER TRUE TRY_CAST UNION UNIQUE UPDATE USING VALUES VIEW
+    WHEN WHENEVER WHERE WINDOW WITH""".split()
+)
 
 
 def _identifier(value: str) -> str:
     if not _IDENTIFIER.fullmatch(value):
         raise ValueError(
-            f"{value!r} is not a plain Snowflake identifier (letters, digits, _ and $, "
-            "starting with a letter or _); quoted or dotted names are not accepted"
+            f"{value!r} is not a plain Snowflake identifier (ASCII letters, digits, _ and $, starting "
+            "with a letter or _, at most 249 characters); quoted or dotted names are not accepted"
         )
+    if value.upper() in _RESERVED:
+        raise ValueError(f"{value!r} is a reserved Snowflake keyword and cannot be used as a plain identifier")
     return value.upper()
 
 
@@ -94,6 +111,17 @@ class WarehouseConfig(_Strict):
     market_segment_table: Identifier = "MARKET_SEGMENT"
     run_table: Identifier = "SEGMENTATION_RUN"
 
+    @model_validator(mode="after")
+    def _result_tables_are_new(self) -> WarehouseConfig:
+        inputs = {self.fact_sale.name, self.territory.name, self.customer.name, self.product.name, self.date.name}
+        results = [self.market_segment_table, self.run_table, f"{self.market_segment_table}_STAGE"]
+        if len(set(results)) < len(results) or inputs & set(results):
+            raise ValueError(
+                f"market_segment_table ({self.market_segment_table}) and run_table ({self.run_table}) must differ "
+                "from each other and from the star schema's tables"
+            )
+        return self
+
 
 class SequenceConfig(_Strict):
     seq_len: int = Field(12, ge=6, le=24, description="Window length in months, ending at the run's month.")
@@ -103,6 +131,14 @@ class SequenceConfig(_Strict):
     min_active_months: int = Field(
         3, ge=1, description="A market needs sales in at least this many months of its latest window."
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SequenceConfig:
+        if self.history_months < self.seq_len:
+            raise ValueError(f"history_months ({self.history_months}) must be at least seq_len ({self.seq_len})")
+        if self.min_active_months > self.seq_len:
+            raise ValueError(f"min_active_months ({self.min_active_months}) cannot exceed seq_len ({self.seq_len})")
+        return self
 
 
 class ModelConfig(_Strict):
@@ -135,6 +171,8 @@ class ClusterConfig(_Strict):
     def _k_range(self) -> ClusterConfig:
         if self.k_min > self.k_max:
             raise ValueError(f"k_min ({self.k_min}) must not exceed k_max ({self.k_max})")
+        if self.n_clusters is not None and self.algorithm != "kmeans":
+            raise ValueError(f"n_clusters applies to kmeans only; {self.algorithm} finds the number of segments itself")
         return self
 
 
@@ -153,9 +191,9 @@ class SegmentationConfig(_Strict):
     def with_overrides(self, **params: object) -> SegmentationConfig:
         """Return a copy with run-level overrides (Airflow Params) applied and re-validated.
 
-        Accepted keys: ``seq_len``, ``epochs``, ``algorithm``, ``n_clusters``, ``static_weight``;
-        ``None`` values mean "keep the configured value". Raises ``pydantic.ValidationError`` naming
-        the offending parameter.
+        Accepted keys: ``seq_len``, ``epochs``, ``algorithm``, ``n_clusters``, ``static_weight``.
+        Values are applied as given (``n_clusters=None`` means "choose k by silhouette"). Raises
+        ``KeyError`` for an unknown key and ``pydantic.ValidationError`` naming the bad parameter.
         """
         data = self.model_dump(by_alias=True)
         where = {
@@ -168,8 +206,7 @@ class SegmentationConfig(_Strict):
         for key, value in params.items():
             if key not in where:
                 raise KeyError(f"unknown run parameter {key!r}; expected one of {sorted(where)}")
-            if value is not None:
-                data[where[key]][key] = value
+            data[where[key]][key] = value
         return SegmentationConfig.model_validate(data)
 
 

@@ -195,8 +195,12 @@ def synthetic_star(
     (strong Q4 peak or flat), size, discount level and customer mix, so segmentation has something
     real to find. About ``n_markets * months * 20`` fact rows; deterministic for a ``seed``.
     """
-    rng = np.random.default_rng(seed)
+    if n_markets < 1:
+        raise ValueError(f"n_markets must be >= 1, got {n_markets}")
     months = pd.period_range(start, end, freq="M")
+    if len(months) == 0:
+        raise ValueError(f"start ({start}) must not be after end ({end})")
+    rng = np.random.default_rng(seed)
     archetypes = [  # (monthly trend, seasonal amplitude, base lines/month, discount, platinum prob)
         (0.03, 0.05, 30, 0.02, 0.25),
         (-0.02, 0.05, 25, 0.10, 0.05),
@@ -297,6 +301,11 @@ def load_star(conn: SnowflakeConnection, tables: dict[str, pd.DataFrame], wareho
     cur = conn.cursor()
     for stmt in split_statements(render_sql("create_star_schema.sql", warehouse)):
         cur.execute(stmt)
+    unknown = set(tables) - {"fact_sale", "territory", "customer", "product", "date"}
+    if unknown:
+        raise ValueError(
+            f"unknown table role(s) {sorted(unknown)}; expected fact_sale, territory, customer, product, date"
+        )
     loaded = {}
     for role, frame in tables.items():
         name, renames = _physical_names(role, warehouse)

@@ -12,20 +12,23 @@ from datetime import datetime
 
 import pandas as pd
 
-_MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+from include.segmentation.config import MONTH_PATTERN
+
+_MONTH = re.compile(MONTH_PATTERN)
 
 
 def parse_month(value: str) -> pd.Period:
-    """Parse ``YYYY-MM`` into a monthly ``pd.Period``; raises ``ValueError`` naming the bad value."""
+    """Parse ``YYYY-MM`` (years 1900-2199) into a monthly ``pd.Period``; raises ``ValueError`` naming the value."""
     if not isinstance(value, str) or not _MONTH.fullmatch(value.strip()):
-        raise ValueError(f"target_month must look like YYYY-MM (e.g. 2013-12), got {value!r}")
+        raise ValueError(f"target_month must look like YYYY-MM with a year 1900-2199 (e.g. 2013-12), got {value!r}")
     return pd.Period(value.strip(), freq="M")
 
 
-def _utc_period(ts: datetime) -> pd.Period:
+def _utc(ts: datetime) -> pd.Timestamp:
+    # Naive datetimes are taken as UTC (Airflow's own convention); the result is naive UTC.
     stamp = pd.Timestamp(ts)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.tz_localize(None).to_period("M")
+    return stamp.tz_localize(None)
 
 
 def resolve_target_month(
@@ -46,9 +49,11 @@ def resolve_target_month(
     """
     if target_month:
         return parse_month(target_month)
-    if data_interval_start is not None and data_interval_end is not None and data_interval_end > data_interval_start:
-        return _utc_period(data_interval_start)
+    if data_interval_start is not None and data_interval_end is not None:
+        start, end = _utc(data_interval_start), _utc(data_interval_end)
+        if end > start:
+            return start.to_period("M")
     anchor = logical_date or run_after
     if anchor is None:
         raise ValueError("cannot resolve the target month: no target_month, data interval, logical date or run_after")
-    return _utc_period(anchor) - 1
+    return _utc(anchor).to_period("M") - 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param
 
-from include.segmentation.config import SegmentationConfig
+from include.segmentation.config import MONTH_PATTERN, SegmentationConfig
 
 
 def run_params(defaults: SegmentationConfig) -> dict[str, Param]:
@@ -17,7 +17,7 @@ def run_params(defaults: SegmentationConfig) -> dict[str, Param]:
         "target_month": Param(
             None,
             type=["null", "string"],
-            pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
+            pattern=MONTH_PATTERN,
             title="Target month",
             description="YYYY-MM to segment; empty: the run's data interval (previous month).",
         ),

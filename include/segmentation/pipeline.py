@@ -55,6 +55,9 @@ def extract_static_features(config: SegmentationConfig, month: pd.Period) -> dic
         markets = query_frame(conn, render_sql("markets.sql", w))
     static["market_key"] = static["market_key"].astype(str)
     markets["market_key"] = markets["market_key"].astype(str)
+    dup = markets["market_key"][markets["market_key"].duplicated()]
+    if len(dup):
+        raise ValueError(f"market {dup.iloc[0]!r} has more than one row in {w.territory.name}")
     static = static.merge(markets, on="market_key", how="left")
     path = month_dir(config, month) / "static.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,12 +79,16 @@ def build_sequences(config: SegmentationConfig, month: pd.Period, static_path: s
         monthly = query_frame(
             conn, render_sql("monthly_sales.sql", w), {"history_start": b["start"], "window_end": b["end"]}
         )
+    if monthly.empty:
+        raise ValueError(f"no sales at all in {w.fact_sale.name} between {b['start']} and {b['end']} (exclusive)")
     months = seq.month_range(month, s.history_months)
     markets, grid = seq.monthly_grid(monthly, months)
     features = seq.sequence_features(grid)
     active = grid[..., 0] != 0
 
     static = pd.read_parquet(static_path).set_index("market_key")
+    # NUMBER columns may arrive as Decimal objects or None; compare them as floats (NULL -> NaN).
+    static_values = static[list(STATIC_FEATURES)].apply(pd.to_numeric, errors="coerce").astype("float64")
     excluded: dict[str, str] = {}
     recent_active = active[:, -s.seq_len :].sum(axis=1)
     for key, n_active in zip(markets, recent_active, strict=True):
@@ -89,16 +96,18 @@ def build_sequences(config: SegmentationConfig, month: pd.Period, static_path: s
             excluded[key] = "no static features in the window"
         elif n_active < s.min_active_months:
             excluded[key] = f"sales in {n_active} of the last {s.seq_len} months (< {s.min_active_months})"
+        elif static.at[key, "n_known_customers"] == 0:
+            excluded[key] = f"none of its customers is in {w.customer.name}"
         else:
-            null = [c for c in STATIC_FEATURES if pd.isna(static.at[key, c])]
-            if null:
-                excluded[key] = f"static feature(s) {null} are NULL"
+            bad = [c for c in STATIC_FEATURES if not np.isfinite(static_values.at[key, c])]
+            if bad:
+                excluded[key] = f"static feature(s) {bad} are NULL or not finite"
     for key in static.index.difference(pd.Index(markets)):
         excluded[key] = "no monthly sales in the history"
     eligible = np.array([k not in excluded for k in markets])
     if eligible.sum() == 0:
         raise ValueError(
-            f"no market is eligible for {month}: {len(excluded)} excluded, e.g. {list(excluded.items())[:3]}"
+            f"no market is eligible for {month}: all {len(excluded)} excluded, e.g. {list(excluded.items())[:3]}"
         )
     for key, reason in sorted(excluded.items()):
         log.warning("market %s excluded: %s", key, reason)

@@ -27,29 +27,38 @@ def month_range(end_month: pd.Period, n_months: int) -> pd.PeriodIndex:
 def monthly_grid(monthly: pd.DataFrame, months: pd.PeriodIndex) -> tuple[np.ndarray, np.ndarray]:
     """Pivot long monthly aggregates into a dense ``(n_markets, n_months, 4)`` float64 grid.
 
-    ``monthly`` has columns ``market_key``, ``month_start`` (any date-like) and the measures in
-    ``MONTHLY_COLUMNS`` (revenue in currency units, counts). Months with no sales are 0. Rows
-    outside ``months`` are ignored. Returns ``(market_keys, grid)`` with market keys as sorted
-    strings. Raises ``ValueError`` naming a missing column, or the market and month of a
-    duplicated (market, month) row.
+    ``monthly`` has columns ``market_key``, ``month_start`` (date-like; naive values are taken as
+    UTC, aware ones converted to UTC) and the measures in ``MONTHLY_COLUMNS`` (revenue in currency
+    units, counts). Months with no sales are 0; rows outside ``months`` are ignored. Returns
+    ``(market_keys, grid)`` with market keys as sorted strings. Raises ``ValueError`` naming a
+    missing column, NULL keys or months, the market/month/column of a non-finite measure, or the
+    market and month of a duplicated (market, month) row.
     """
     missing = [c for c in ("market_key", "month_start", *MONTHLY_COLUMNS) if c not in monthly.columns]
     if missing:
         raise ValueError(f"monthly aggregates are missing column(s) {missing}")
-    frame = monthly.assign(
-        market_key=monthly["market_key"].astype(str),
-        month=pd.PeriodIndex(pd.to_datetime(monthly["month_start"]), freq="M"),
-    )
+    for col in ("market_key", "month_start"):
+        if monthly[col].isna().any():
+            raise ValueError(f"monthly aggregates have {int(monthly[col].isna().sum())} row(s) with a NULL {col}")
+    starts = pd.to_datetime(monthly["month_start"], utc=True).dt.tz_localize(None)
+    frame = monthly.assign(market_key=monthly["market_key"].astype(str), month=starts.dt.to_period("M"))
+    values = frame[list(MONTHLY_COLUMNS)].astype("float64")
+    bad = ~np.isfinite(values.to_numpy())
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(
+            f"market {frame['market_key'].iloc[row]!r} has a non-finite {MONTHLY_COLUMNS[col]} "
+            f"({values.iat[row, col]}) in {frame['month'].iloc[row]}"
+        )
     dup = frame.duplicated(["market_key", "month"])
     if dup.any():
         row = frame[dup].iloc[0]
         raise ValueError(f"market {row.market_key!r} has more than one row for month {row.month}")
+    frame = frame.assign(**{c: values[c] for c in MONTHLY_COLUMNS})
     frame = frame[frame["month"].isin(months)]
     markets = np.array(sorted(frame["market_key"].unique()), dtype=object)
     index = pd.MultiIndex.from_product([markets, months], names=["market_key", "month"])
-    dense = (
-        frame.set_index(["market_key", "month"])[list(MONTHLY_COLUMNS)].astype("float64").reindex(index, fill_value=0.0)
-    )
+    dense = frame.set_index(["market_key", "month"])[list(MONTHLY_COLUMNS)].reindex(index, fill_value=0.0)
     grid = dense.to_numpy().reshape(len(markets), len(months), len(MONTHLY_COLUMNS))
     return markets, grid
 

@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from include.segmentation.warehouse import insert_rows, render_sql, split_statements
@@ -51,20 +52,32 @@ class RunRecord:
     final_loss: float | None
 
 
-def _nullable(x: float | None) -> float | None:
-    # Snowflake FLOAT accepts NaN, but NULL is what an analyst's AVG()/WHERE expects for "undefined".
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+def _bindable(value: object) -> object:
+    # numpy scalars are not bindable; NaN/inf become NULL, which is what an analyst's AVG()/WHERE
+    # expects for "undefined" (and the connector cannot bind inf).
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def segment_rows(segments: pd.DataFrame, month: pd.Period, run: RunRecord) -> list[tuple]:
     """Rows for the stage table from a frame with ``market_key`` and ``segment_id`` (-1/NaN = noise).
 
-    Raises ``ValueError`` naming a duplicated market (two rows for one (market, month) key)
-    or a missing column. Market keys are written as strings.
+    Raises ``ValueError`` for an empty frame (writing it would erase the month), a missing column, a
+    NULL or empty market key, a duplicated market (two rows for one (market, month) key), or a
+    SegmentID that is not a whole number >= 1 (or -1/NULL for unassigned), naming the market.
+    Market keys are written as strings.
     """
     for col in ("market_key", "segment_id"):
         if col not in segments.columns:
             raise ValueError(f"segments frame is missing column {col!r}")
+    if segments.empty:
+        raise ValueError(f"no segments to write for {month}: refusing to replace the month with nothing")
+    null_keys = segments["market_key"].isna() | (segments["market_key"].astype(str).str.strip() == "")
+    if null_keys.any():
+        raise ValueError(f"{int(null_keys.sum())} segment row(s) have a NULL or empty market_key")
     keys = segments["market_key"].astype(str)
     dup = keys[keys.duplicated()]
     if len(dup):
@@ -72,7 +85,12 @@ def segment_rows(segments: pd.DataFrame, month: pd.Period, run: RunRecord) -> li
     first_day = month.start_time.date()
     rows = []
     for key, seg in zip(keys, segments["segment_id"], strict=True):
-        seg_id = None if pd.isna(seg) or int(seg) < 0 else int(seg)
+        if pd.isna(seg) or seg == -1:
+            seg_id = None
+        elif isinstance(seg, (int, np.integer, float, np.floating)) and float(seg).is_integer() and seg >= 1:
+            seg_id = int(seg)
+        else:
+            raise ValueError(f"market {key!r} has SegmentID {seg!r}; expected a whole number >= 1, or -1/NULL")
         rows.append((key, first_day, seg_id, run.model_version, run.algorithm, run.run_id))
     return rows
 
@@ -95,7 +113,7 @@ def write_segments(
     for stmt in split_statements(render_sql("create_result_tables.sql", warehouse)):
         cur.execute(stmt)
     insert_rows(conn, f"{warehouse.market_segment_table}_STAGE", STAGE_COLUMNS, rows)
-    params = {k: _nullable(v) if isinstance(v, float) else v for k, v in asdict(run).items()}
+    params = {k: _bindable(v) for k, v in asdict(run).items()}
     params["segment_month"] = month.start_time.date()
     cur.execute("BEGIN")
     try:

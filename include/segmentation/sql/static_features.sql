@@ -20,6 +20,7 @@ customer_mix AS (
     SELECT
         mc.market_key,
         COUNT(*) AS n_customers,
+        COUNT(c.{{ w.customer.customer_key }}) AS n_known_customers,  -- found in the customer dimension
         AVG(CASE WHEN c.{{ w.customer.loyalty_status }} = 'Platinum' THEN 1.0 ELSE 0.0 END) AS platinum_share,
         AVG(CASE WHEN c.{{ w.customer.loyalty_status }} = 'Gold' THEN 1.0 ELSE 0.0 END)     AS gold_share,
         AVG(CASE WHEN c.{{ w.customer.loyalty_status }} = 'Silver' THEN 1.0 ELSE 0.0 END)   AS silver_share,
@@ -53,7 +54,8 @@ SELECT
     cm.avg_ltv,
     pm.total_product_lines,
     pm.total_subcategories,
-    cm.n_customers
+    cm.n_customers,
+    cm.n_known_customers
 FROM product_mix AS pm
 JOIN customer_mix AS cm ON cm.market_key = pm.market_key
 ORDER BY pm.market_key
