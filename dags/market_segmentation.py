@@ -32,10 +32,17 @@ from include.segmentation.params import run_params
 DEFAULTS = load_config()
 
 
-def _settings():
-    from include.segmentation.pipeline import settings_from_context
+def _step(name: str, *args, **kwargs) -> dict:
+    """Run ``include.segmentation.pipeline.<name>`` for this run's configuration and month."""
+    from airflow.sdk.exceptions import AirflowFailException
 
-    return settings_from_context(get_current_context())
+    from include.segmentation import pipeline
+
+    try:
+        config, month = pipeline.settings_from_context(get_current_context())
+        return getattr(pipeline, name)(config, month, *args, **kwargs)
+    except ValueError as err:  # bad data, config or Params: retrying cannot help, so fail at once
+        raise AirflowFailException(f"{name}: {err}") from err
 
 
 @dag(
@@ -59,44 +66,32 @@ def _settings():
 def market_segmentation():
     @task(multiple_outputs=False)
     def extract_static_features() -> dict:
-        from include.segmentation import pipeline
-
-        return pipeline.extract_static_features(*_settings())
+        return _step("extract_static_features")
 
     @task(multiple_outputs=False)
     def build_sequences(static: dict) -> dict:
-        from include.segmentation import pipeline
-
-        return pipeline.build_sequences(*_settings(), static["path"])
+        return _step("build_sequences", static["path"])
 
     @task(multiple_outputs=False, queue=DEFAULTS.train_queue)
     def train_autoencoder(sequences: dict) -> dict:
-        from include.segmentation import pipeline
-
-        force = bool(get_current_context()["params"]["force_retrain"])
-        return pipeline.train_autoencoder(*_settings(), sequences["path"], force=force)
+        return _step(
+            "train_autoencoder", sequences["path"], force=bool(get_current_context()["params"]["force_retrain"])
+        )
 
     @task(multiple_outputs=False)
     def embed_markets(sequences: dict, model: dict) -> dict:
-        from include.segmentation import pipeline
-
-        return pipeline.embed_markets(*_settings(), sequences["path"], model["path"])
+        return _step("embed_markets", sequences["path"], model["path"])
 
     @task(multiple_outputs=False)
     def cluster_markets(static: dict, embeddings: dict) -> dict:
-        from include.segmentation import pipeline
-
-        return pipeline.cluster_markets(*_settings(), static["path"], embeddings["path"])
+        return _step("cluster_markets", static["path"], embeddings["path"])
 
     @task(multiple_outputs=False)
     def write_segments(clusters: dict, model: dict) -> dict:
-        from include.segmentation import pipeline
-
         context = get_current_context()
         metrics = clusters | {"final_loss": model["final_loss"]}
-        return pipeline.write_month(
-            *_settings(), clusters["path"], metrics, context["run_id"], dry_run=bool(context["params"]["dry_run"])
-        )
+        dry_run = bool(context["params"]["dry_run"])
+        return _step("write_month", clusters["path"], metrics, context["run_id"], dry_run=dry_run)
 
     static = extract_static_features()
     sequences = build_sequences(static)

@@ -12,6 +12,3 @@ export AIRFLOW__CORE__DEFAULT_TIMEZONE=utc
 export SEGMENTATION_ARTIFACTS="${SEGMENTATION_ARTIFACTS:-$ROOT/artifacts}"
 export WAREHOUSE_DIR="${WAREHOUSE_DIR:-$ROOT/.warehouse}"
 export WAREHOUSE_PORT="${WAREHOUSE_PORT:-8765}"
-# The embedded warehouse as an ordinary Airflow connection; in production this points at Snowflake.
-AIRFLOW_CONN_SNOWFLAKE_DEFAULT="$(python -m include.segmentation.emulator conn-uri --port "$WAREHOUSE_PORT")"
-export AIRFLOW_CONN_SNOWFLAKE_DEFAULT

@@ -22,7 +22,11 @@ start() {
   python -m include.segmentation.emulator serve --db-path "$WAREHOUSE_DIR" --port "$WAREHOUSE_PORT" >"$LOG" 2>&1 &
   echo $! >"$PIDFILE"
   for _ in $(seq 1 100); do
-    if port_open; then echo "warehouse up on 127.0.0.1:$WAREHOUSE_PORT (pid $(cat "$PIDFILE"))"; return; fi
+    if port_open; then
+      echo "warehouse up on 127.0.0.1:$WAREHOUSE_PORT (pid $(cat "$PIDFILE")), database SEGMENTATION, schema MART"
+      echo "  Airflow connection: export AIRFLOW_CONN_SNOWFLAKE_DEFAULT='$(python -m include.segmentation.emulator conn-uri --port "$WAREHOUSE_PORT")'"
+      return
+    fi
     running || { echo "warehouse failed to start:"; cat "$LOG"; exit 1; }
     sleep 0.2
   done
@@ -35,6 +39,8 @@ stop() {
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
     echo "warehouse stopped (pid $pid)"
+  else
+    echo "warehouse not running"
   fi
   rm -f "$PIDFILE"
 }

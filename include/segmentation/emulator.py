@@ -17,8 +17,6 @@ import json
 import sys
 from pathlib import Path
 
-from include.segmentation.config import load_config
-
 
 def connection_json(port: int, host: str = "127.0.0.1") -> str:
     """The ``AIRFLOW_CONN_SNOWFLAKE_DEFAULT`` value (JSON form) for an emulator on ``host:port``.
@@ -29,7 +27,7 @@ def connection_json(port: int, host: str = "127.0.0.1") -> str:
     return json.dumps(
         {
             "conn_type": "snowflake",
-            "login": "fake",
+            "login": "fakesnow",
             "password": "fakesnow-local",
             "extra": {
                 "account": "fakesnow",
@@ -47,10 +45,16 @@ def connection_json(port: int, host: str = "127.0.0.1") -> str:
 
 def load(db_path: Path, source: str) -> dict[str, int]:
     """Load the demo star schema into the emulator files under ``db_path`` (in-process)."""
+    import warnings
+
     import fakesnow
     import snowflake.connector
 
     from include.segmentation import demo_data
+    from include.segmentation.config import load_config
+
+    # fakesnow's in-process write path warns about an extra Arrow copy: irrelevant for a one-off load.
+    warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
 
     if source == "auto":
         source = "adventureworks" if demo_data.adventureworks_dir().is_dir() else "synthetic"

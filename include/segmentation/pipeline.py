@@ -53,6 +53,10 @@ def extract_static_features(config: SegmentationConfig, month: pd.Period) -> dic
             conn, render_sql("static_features.sql", w), {"window_start": b["start"], "window_end": b["end"]}
         )
         markets = query_frame(conn, render_sql("markets.sql", w))
+    if static.empty:
+        raise ValueError(
+            f"no sales in {w.fact_sale.name} between {b['start']} and {b['end']} (exclusive): nothing to segment"
+        )
     static["market_key"] = static["market_key"].astype(str)
     markets["market_key"] = markets["market_key"].astype(str)
     dup = markets["market_key"][markets["market_key"].duplicated()]
