@@ -102,7 +102,7 @@ def two_runs(warehouse_port, tmp_path_factory):
         assert run.returncode == 0, logs[-1][-5000:]
         assert "state=success" in logs[-1], logs[-1][-5000:]
         counts.append(len(_month_rows()))
-    return {"counts": counts, "artifacts": artifacts / "2013-12", "logs": logs}
+    return {"counts": counts, "artifacts": artifacts / "2013-12", "logs": logs, "env": env, "airflow": airflow}
 
 
 def test_every_eligible_market_has_exactly_one_segment(two_runs):
@@ -142,3 +142,21 @@ def test_run_record_figures(two_runs):
     assert rows["SEGMENT_ID"].nunique() == runs["N_CLUSTERS"].iloc[0]
     metrics = json.loads((two_runs["artifacts"] / "metrics.json").read_text())
     assert metrics["n_clusters"] == runs["N_CLUSTERS"].iloc[0]
+
+
+def test_a_month_without_data_fails_at_once_and_changes_nothing(two_runs):
+    before = _month_rows().sort_values("MARKET_KEY", ignore_index=True)
+    started = time.monotonic()
+    run = subprocess.run(
+        [two_runs["airflow"], "dags", "test", "market_segmentation", "2014-01-01", "-c", '{"target_month": "2020-01"}'],
+        env=two_runs["env"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    log = run.stdout + run.stderr
+    assert "state=failed" in log
+    assert "AirflowFailException: extract_static_features: no sales in FACT_SALE between 2019-02-01" in log
+    assert time.monotonic() - started < 120  # no retries with back-off for a data error
+    pd.testing.assert_frame_equal(_month_rows().sort_values("MARKET_KEY", ignore_index=True), before)
