@@ -25,6 +25,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 
+from include.segmentation.assets import segment_assets
 from include.segmentation.config import load_config
 from include.segmentation.params import run_params
 
@@ -86,12 +87,18 @@ def market_segmentation():
     def cluster_markets(static: dict, embeddings: dict) -> dict:
         return _step("cluster_markets", static["path"], embeddings["path"])
 
-    @task(multiple_outputs=False)
+    # Outlets: a successful write updates the segment assets; a failed or dry run (skipped) does not.
+    @task(multiple_outputs=False, outlets=segment_assets(DEFAULTS.warehouse))
     def write_segments(clusters: dict, model: dict) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         context = get_current_context()
         metrics = clusters | {"final_loss": model["final_loss"]}
         dry_run = bool(context["params"]["dry_run"])
-        return _step("write_month", clusters["path"], metrics, context["run_id"], dry_run=dry_run)
+        result = _step("write_month", clusters["path"], metrics, context["run_id"], dry_run=dry_run)
+        if dry_run:
+            raise AirflowSkipException(f"dry run: {result['model_version']} computed, nothing written")
+        return result
 
     static = extract_static_features()
     sequences = build_sequences(static)

@@ -22,11 +22,16 @@ TASKS = [
 
 
 @pytest.fixture(scope="module")
-def dag():
+def bag():
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=ROOT / "dags")
     assert bag.import_errors == {}
+    return bag
+
+
+@pytest.fixture(scope="module")
+def dag(bag):
     return bag.dags["market_segmentation"]
 
 
@@ -72,6 +77,48 @@ def test_schedule_is_a_monthly_data_interval_in_utc(dag):
     assert dag.timetable.expression == "0 0 1 * *"
     assert str(dag.timetable.timezone) == "UTC"
     assert dag.catchup is False
+
+
+def test_scheduled_and_manual_runs_cover_the_previous_calendar_month(dag):
+    import pendulum
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.timetables.base import DataInterval, TimeRestriction
+
+    from include.segmentation.months import resolve_target_month
+
+    core = coerce_to_core_timetable(dag.timetable)
+    utc = pendulum.UTC
+    # the scheduled run after November's: data interval = December, runs on 2014-01-01
+    info = core.next_dagrun_info(
+        last_automated_data_interval=DataInterval(
+            pendulum.datetime(2013, 11, 1, tz=utc), pendulum.datetime(2013, 12, 1, tz=utc)
+        ),
+        restriction=TimeRestriction(earliest=None, latest=None, catchup=True),
+    )
+    assert (info.data_interval.start, info.data_interval.end) == (
+        pendulum.datetime(2013, 12, 1, tz=utc),
+        pendulum.datetime(2014, 1, 1, tz=utc),
+    )
+    assert info.run_after == pendulum.datetime(2014, 1, 1, tz=utc)
+    month = resolve_target_month(
+        None, info.data_interval.start, info.data_interval.end, info.logical_date, info.run_after
+    )
+    assert str(month) == "2013-12"
+    # a manual trigger on 2014-01-15 gets the last complete month as its data interval
+    manual = core.infer_manual_data_interval(run_after=pendulum.datetime(2014, 1, 15, 9, tz=utc))
+    assert str(resolve_target_month(None, manual.start, manual.end, None, None)) == "2013-12"
+
+
+def test_segment_tables_are_assets_and_the_consumer_waits_for_them(bag, dag):
+    outlets = sorted(a.uri for a in dag.get_task("write_segments").outlets)
+    assert outlets == [
+        "snowflake://fakesnow/SEGMENTATION/MART/MARKET_SEGMENT",
+        "snowflake://fakesnow/SEGMENTATION/MART/SEGMENTATION_RUN",
+    ]
+    consumer = bag.dags["segment_consumer"]
+    assert [a.uri for a in consumer.timetable.asset_condition.objects] == [
+        "snowflake://fakesnow/SEGMENTATION/MART/MARKET_SEGMENT"
+    ]
 
 
 def test_training_queue_comes_from_config(dag, tmp_path):

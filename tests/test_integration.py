@@ -102,7 +102,38 @@ def two_runs(warehouse_port, tmp_path_factory):
         assert run.returncode == 0, logs[-1][-5000:]
         assert "state=success" in logs[-1], logs[-1][-5000:]
         counts.append(len(_month_rows()))
-    return {"counts": counts, "artifacts": artifacts / "2013-12", "logs": logs, "env": env, "airflow": airflow}
+    return {
+        "counts": counts,
+        "artifacts": artifacts / "2013-12",
+        "logs": logs,
+        "env": env,
+        "airflow": airflow,
+        "home": home,
+    }
+
+
+def _asset_events(home: Path) -> int:
+    """Asset events recorded for the MARKET_SEGMENT table in the run's Airflow metadata DB."""
+    import sqlite3
+
+    with sqlite3.connect(home / "airflow.db") as db:
+        (count,) = db.execute(
+            "SELECT COUNT(*) FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.uri = ?",
+            ("snowflake://fakesnow/SEGMENTATION/MART/MARKET_SEGMENT",),
+        ).fetchone()
+    return count
+
+
+def _dags_test(two_runs: dict, conf: dict) -> str:
+    run = subprocess.run(
+        [two_runs["airflow"], "dags", "test", "market_segmentation", "2014-01-01", "-c", json.dumps(conf)],
+        env=two_runs["env"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return run.stdout + run.stderr
 
 
 def test_every_eligible_market_has_exactly_one_segment(two_runs):
@@ -160,3 +191,13 @@ def test_a_month_without_data_fails_at_once_and_changes_nothing(two_runs):
     assert "AirflowFailException: extract_static_features: no sales in FACT_SALE between 2019-02-01" in log
     assert time.monotonic() - started < 120  # no retries with back-off for a data error
     pd.testing.assert_frame_equal(_month_rows().sort_values("MARKET_KEY", ignore_index=True), before)
+    assert _asset_events(two_runs["home"]) == 2  # a failed run does not announce new segments
+
+
+def test_a_dry_run_writes_nothing_and_updates_no_asset(two_runs):
+    before = _month_rows().sort_values("MARKET_KEY", ignore_index=True)
+    log = _dags_test(two_runs, {"dry_run": True, "n_clusters": 3})
+    assert "state=success" in log
+    assert "dry run: lstm_hybrid_v2.0_20131231 computed, nothing written" in log
+    pd.testing.assert_frame_equal(_month_rows().sort_values("MARKET_KEY", ignore_index=True), before)
+    assert _asset_events(two_runs["home"]) == 2

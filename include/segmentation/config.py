@@ -101,6 +101,12 @@ class WarehouseConfig(_Strict):
     """Where the star schema lives and where results are written (same database and schema)."""
 
     conn_id: str = "snowflake_default"
+    account: str = Field(
+        "fakesnow",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Snowflake account identifier, used only to name the result tables as Airflow Assets "
+        "(snowflake://<account>/<db>/<schema>/<table>); the connection carries its own.",
+    )
     database: Identifier = "SEGMENTATION"
     schema_: Identifier = Field("MART", alias="schema")
     fact_sale: FactSaleTable = FactSaleTable()
