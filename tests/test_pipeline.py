@@ -77,6 +77,28 @@ def test_steps_end_to_end(config):
     written = pipeline.write_month(config, MONTH, clusters["path"], metrics, "run-1")
     assert written["rows_written"] == 12
     assert _segment_table_rows(config) == 12
+    assert clusters["previous_month"] is None  # the first month written
+    assert clusters["stability"] is None
+
+    # the month after: SegmentIDs continue December's wherever clusters share markets
+    january = MONTH + 1
+    static2 = pipeline.extract_static_features(config, january)
+    seqs2 = pipeline.build_sequences(config, january, static2["path"])
+    model2 = pipeline.train_autoencoder(config, january, seqs2["path"])
+    emb2 = pipeline.embed_markets(config, january, seqs2["path"], model2["path"])
+    clusters2 = pipeline.cluster_markets(config, january, static2["path"], emb2["path"])
+    assert clusters2["previous_month"] == "2013-12"
+    jan = pd.read_parquet(clusters2["path"]).set_index("market_key")
+    dec = pd.read_parquet(clusters["path"]).set_index("market_key")
+    shared = jan.index.intersection(dec.index)
+    pd.testing.assert_series_equal(
+        jan.loc[shared, "previous_segment_id"], dec.loc[shared, "segment_id"], check_names=False, check_dtype=False
+    )
+    assert clusters2["stability"] == pytest.approx(
+        (jan.loc[shared, "segment_id"] == dec.loc[shared, "segment_id"]).mean()
+    )
+    # ids of December's segments that continue are reused; any other id is new (above December's maximum)
+    assert set(jan["segment_id"]) - set(dec["segment_id"]) <= set(range(int(dec["segment_id"].max()) + 1, 60))
 
 
 def _segment_table_rows(config):

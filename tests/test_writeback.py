@@ -118,3 +118,26 @@ def test_numpy_and_non_finite_metrics_are_bound(fake_conn):
     cur = fake_conn.cursor()
     cur.execute("SELECT N_MARKETS, SILHOUETTE_HYBRID, FINAL_LOSS FROM SEGMENTATION_RUN")
     assert cur.fetchall() == [(2, None, 0.5)]
+
+
+def test_migrations_record_who_moved(fake_conn):
+    write_segments(fake_conn, W, segs({"A": 1, "B": 2}), NOV, run("nov"))
+    dec = pd.DataFrame({"market_key": ["A", "B", "C"], "segment_id": [1, 1, 2], "previous_segment_id": [1, 2, None]})
+    write_segments(fake_conn, W, dec, DEC, run("dec", stability=0.5), previous_month=NOV)
+    cur = fake_conn.cursor()
+    cur.execute(
+        "SELECT MARKET_KEY, PREVIOUS_MONTH, PREVIOUS_SEGMENT_ID, SEGMENT_ID, MOVED FROM SEGMENT_MIGRATION "
+        "WHERE SEGMENT_MONTH = '2013-12-01' ORDER BY MARKET_KEY"
+    )
+    got = [(k, str(m), p, s, moved) for k, m, p, s, moved in cur.fetchall()]
+    assert got == [
+        ("A", "2013-11-01", 1, 1, False),
+        ("B", "2013-11-01", 2, 1, True),
+        ("C", "2013-11-01", None, 2, False),
+    ]
+    cur.execute("SELECT STABILITY FROM SEGMENTATION_RUN WHERE RUN_ID = 'dec'")
+    assert cur.fetchall() == [(0.5,)]
+    # a re-run replaces the month's migrations too
+    write_segments(fake_conn, W, dec.iloc[:2], DEC, run("dec2"), previous_month=NOV)
+    cur.execute("SELECT COUNT(*) FROM SEGMENT_MIGRATION WHERE SEGMENT_MONTH = '2013-12-01'")
+    assert cur.fetchone()[0] == 2

@@ -190,8 +190,31 @@ def embed_markets(config: SegmentationConfig, month: pd.Period, sequences_path: 
     return {"path": str(path), "n_markets": len(frame), "embedding_dim": int(z.shape[1])}
 
 
+def previous_segments(config: SegmentationConfig, month: pd.Period) -> tuple[pd.Series, pd.Period | None, int]:
+    """The latest earlier month's SegmentIDs (market key -> id), that month, and the highest id used before.
+
+    Empty, ``None`` and 0 on the first run (no segment table yet, or no earlier month).
+    """
+    w = config.warehouse
+    with connect(w) as conn:
+        exists = query_frame(conn, render_sql("table_exists.sql", w), {"table_name": w.market_segment_table})
+        if int(exists["n"].iloc[0]) == 0:
+            return pd.Series(dtype="float64"), None, 0
+        prev = query_frame(conn, render_sql("previous_segments.sql", w), {"segment_month": month.start_time.date()})
+    if prev.empty:
+        return pd.Series(dtype="float64"), None, 0
+    ids = pd.Series(pd.to_numeric(prev["segment_id"]).to_numpy(), index=prev["market_key"].astype(str))
+    prev_month = pd.Timestamp(prev["segment_month"].iloc[0]).to_period("M")
+    return ids, prev_month, int(pd.to_numeric(prev["max_id"]).max())
+
+
 def cluster_markets(config: SegmentationConfig, month: pd.Period, static_path: str, embeddings_path: str) -> dict:
-    """Cluster the hybrid features; writes ``segments.parquet`` and returns k, silhouettes, noise share."""
+    """Cluster the hybrid features and carry last month's SegmentIDs over (``alignment.py``).
+
+    Writes ``segments.parquet`` (with ``segment_id`` and ``previous_segment_id``) and
+    ``metrics.json``; returns k, silhouettes, noise share, stability and the previous month.
+    """
+    from include.segmentation.alignment import align_segment_ids, stability
     from include.segmentation.clustering import cluster_markets as fit
 
     emb = pd.read_parquet(embeddings_path)
@@ -202,7 +225,10 @@ def cluster_markets(config: SegmentationConfig, month: pd.Period, static_path: s
         config.clustering,
         seed=month_seed(config, month),
     )
-    segments = static.assign(segment_id=result.labels)
+    previous, previous_month, max_id = previous_segments(config, month)
+    markets = static["market_key"].to_numpy(dtype=object)
+    ids = align_segment_ids(markets, result.labels, previous, first_new_id=max_id + 1)
+    segments = static.assign(segment_id=ids, previous_segment_id=static["market_key"].map(previous))
     path = month_dir(config, month) / "segments.parquet"
     segments.to_parquet(path, index=False)
     metrics = {
@@ -212,18 +238,24 @@ def cluster_markets(config: SegmentationConfig, month: pd.Period, static_path: s
         "silhouette_hybrid": result.silhouette_hybrid,
         "silhouette_lstm": result.silhouette_lstm,
         "silhouette_static": result.silhouette_static,
+        "stability": stability(markets, ids, previous),
+        "previous_month": str(previous_month) if previous_month is not None else None,
         "k_curve": {str(k): v for k, v in result.k_curve.items()},
     }
     (month_dir(config, month) / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log.info(
-        "%s: k=%d silhouettes hybrid=%.3f lstm=%.3f static=%.3f",
+        "%s: k=%d silhouettes hybrid=%.3f lstm=%.3f static=%.3f; %.0f%% of markets keep their %s SegmentID",
         month,
         result.n_clusters,
         result.silhouette_hybrid,
         result.silhouette_lstm,
         result.silhouette_static,
+        100 * np.nan_to_num(metrics["stability"]),
+        previous_month,
     )
-    return {"path": str(path), **{k: v for k, v in metrics.items() if k != "k_curve"}}
+    # XCom is JSON: undefined figures travel as null, not NaN.
+    small = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in metrics.items()}
+    return {"path": str(path), **{k: v for k, v in small.items() if k != "k_curve"}}
 
 
 def write_month(
@@ -250,12 +282,15 @@ def write_month(
         silhouette_lstm=metrics["silhouette_lstm"],
         silhouette_static=metrics["silhouette_static"],
         final_loss=metrics.get("final_loss"),
+        stability=metrics.get("stability"),
     )
     if dry_run:
         log.info("dry run: %d segment rows for %s computed, nothing written", len(segments), month)
         return {"rows_written": 0, "model_version": record.model_version, "dry_run": True}
+    previous_month = pd.Period(metrics["previous_month"], "M") if metrics.get("previous_month") else None
+    columns = ["market_key", "segment_id", "previous_segment_id"]
     with connect(config.warehouse) as conn:
-        written = write_segments(conn, config.warehouse, segments[["market_key", "segment_id"]], month, record)
+        written = write_segments(conn, config.warehouse, segments[columns], month, record, previous_month)
     return {"rows_written": written, "model_version": record.model_version, "dry_run": False}
 
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from include.segmentation.config import WarehouseConfig
 
 STAGE_COLUMNS = ("MARKET_KEY", "SEGMENT_MONTH", "SEGMENT_ID", "MODEL_VERSION", "ALGORITHM", "RUN_ID")
+MIGRATION_COLUMNS = ("MARKET_KEY", "SEGMENT_MONTH", "PREVIOUS_MONTH", "PREVIOUS_SEGMENT_ID", "SEGMENT_ID", "MOVED")
 
 
 def model_version(prefix: str, month: pd.Period) -> str:
@@ -50,6 +51,7 @@ class RunRecord:
     silhouette_lstm: float | None
     silhouette_static: float | None
     final_loss: float | None
+    stability: float | None = None  # share 0-1 of markets keeping the previous month's SegmentID
 
 
 def _bindable(value: object) -> object:
@@ -95,17 +97,35 @@ def segment_rows(segments: pd.DataFrame, month: pd.Period, run: RunRecord) -> li
     return rows
 
 
+def migration_rows(rows: list[tuple], segments: pd.DataFrame, previous_month: pd.Period | None) -> list[tuple]:
+    """Rows for the migration table: each market's SegmentID last month and now, and whether it moved.
+
+    ``rows`` are ``segment_rows``' output; ``segments`` may carry ``previous_segment_id`` (NaN/-1 or
+    absent: the market was not segmented in ``previous_month``).
+    """
+    previous = segments.get("previous_segment_id", pd.Series(np.nan, index=segments.index))
+    prev_day = previous_month.start_time.date() if previous_month is not None else None
+    out = []
+    for (key, first_day, seg_id, *_), prev in zip(rows, previous, strict=True):
+        prev_id = None if pd.isna(prev) or prev < 1 else int(prev)
+        moved = prev_id is not None and seg_id is not None and prev_id != seg_id
+        out.append((key, first_day, prev_day, prev_id, seg_id, moved))
+    return out
+
+
 def write_segments(
     conn: SnowflakeConnection,
     warehouse: WarehouseConfig,
     segments: pd.DataFrame,
     month: pd.Period,
     run: RunRecord,
+    previous_month: pd.Period | None = None,
 ) -> int:
-    """Replace ``month``'s rows of the segment table with ``segments`` and record ``run``, atomically.
+    """Replace ``month``'s rows of the segment and migration tables and record ``run``, atomically.
 
-    Creates the result tables on first use. Returns the number of segment rows written. Raises what
-    the warehouse raises, after rolling back.
+    ``segments`` has ``market_key``, ``segment_id`` and optionally ``previous_segment_id`` (the
+    market's SegmentID in ``previous_month``). Creates the result tables on first use. Returns the
+    number of segment rows written. Raises what the warehouse raises, after rolling back.
     """
     rows = segment_rows(segments, month, run)
     cur = conn.cursor()
@@ -113,6 +133,9 @@ def write_segments(
     for stmt in split_statements(render_sql("create_result_tables.sql", warehouse)):
         cur.execute(stmt)
     insert_rows(conn, f"{warehouse.market_segment_table}_STAGE", STAGE_COLUMNS, rows)
+    insert_rows(
+        conn, f"{warehouse.migration_table}_STAGE", MIGRATION_COLUMNS, migration_rows(rows, segments, previous_month)
+    )
     params = {k: _bindable(v) for k, v in asdict(run).items()}
     params["segment_month"] = month.start_time.date()
     cur.execute("BEGIN")

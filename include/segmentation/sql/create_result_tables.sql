@@ -20,7 +20,16 @@ CREATE TABLE IF NOT EXISTS {{ w.run_table }} (
     SILHOUETTE_HYBRID  FLOAT,
     SILHOUETTE_LSTM    FLOAT,
     SILHOUETTE_STATIC  FLOAT,
-    FINAL_LOSS         FLOAT
+    FINAL_LOSS         FLOAT,
+    STABILITY          FLOAT                  -- share 0-1 of markets keeping last month's SegmentID
+);
+CREATE TABLE IF NOT EXISTS {{ w.migration_table }} (
+    MARKET_KEY           VARCHAR NOT NULL,
+    SEGMENT_MONTH        DATE    NOT NULL,
+    PREVIOUS_MONTH       DATE,              -- the latest earlier month with segments (NULL: none)
+    PREVIOUS_SEGMENT_ID  NUMBER(4, 0),      -- NULL: the market was not segmented then
+    SEGMENT_ID           NUMBER(4, 0),
+    MOVED                BOOLEAN NOT NULL   -- segmented in both months, under different SegmentIDs
 );
 CREATE OR REPLACE TEMPORARY TABLE {{ w.market_segment_table }}_STAGE (
     MARKET_KEY     VARCHAR NOT NULL,
@@ -29,4 +38,12 @@ CREATE OR REPLACE TEMPORARY TABLE {{ w.market_segment_table }}_STAGE (
     MODEL_VERSION  VARCHAR NOT NULL,
     ALGORITHM      VARCHAR NOT NULL,
     RUN_ID         VARCHAR NOT NULL
+);
+CREATE OR REPLACE TEMPORARY TABLE {{ w.migration_table }}_STAGE (
+    MARKET_KEY           VARCHAR NOT NULL,
+    SEGMENT_MONTH        DATE    NOT NULL,
+    PREVIOUS_MONTH       DATE,
+    PREVIOUS_SEGMENT_ID  NUMBER(4, 0),
+    SEGMENT_ID           NUMBER(4, 0),
+    MOVED                BOOLEAN NOT NULL
 );

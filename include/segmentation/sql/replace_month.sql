@@ -8,12 +8,16 @@ DELETE FROM {{ w.market_segment_table }} WHERE SEGMENT_MONTH = %(segment_month)s
 INSERT INTO {{ w.market_segment_table }} (MARKET_KEY, SEGMENT_MONTH, SEGMENT_ID, MODEL_VERSION, ALGORITHM, RUN_ID)
 SELECT MARKET_KEY, SEGMENT_MONTH, SEGMENT_ID, MODEL_VERSION, ALGORITHM, RUN_ID
 FROM {{ w.market_segment_table }}_STAGE;
+DELETE FROM {{ w.migration_table }} WHERE SEGMENT_MONTH = %(segment_month)s;
+INSERT INTO {{ w.migration_table }} (MARKET_KEY, SEGMENT_MONTH, PREVIOUS_MONTH, PREVIOUS_SEGMENT_ID, SEGMENT_ID, MOVED)
+SELECT MARKET_KEY, SEGMENT_MONTH, PREVIOUS_MONTH, PREVIOUS_SEGMENT_ID, SEGMENT_ID, MOVED
+FROM {{ w.migration_table }}_STAGE;
 DELETE FROM {{ w.run_table }} WHERE RUN_ID = %(run_id)s AND SEGMENT_MONTH = %(segment_month)s;
 INSERT INTO {{ w.run_table }} (
     RUN_ID, SEGMENT_MONTH, MODEL_VERSION, ALGORITHM, N_CLUSTERS, N_MARKETS, N_EXCLUDED, NOISE_FRACTION,
-    SEQ_LEN, SILHOUETTE_HYBRID, SILHOUETTE_LSTM, SILHOUETTE_STATIC, FINAL_LOSS
+    SEQ_LEN, SILHOUETTE_HYBRID, SILHOUETTE_LSTM, SILHOUETTE_STATIC, FINAL_LOSS, STABILITY
 ) VALUES (
     %(run_id)s, %(segment_month)s, %(model_version)s, %(algorithm)s, %(n_clusters)s, %(n_markets)s,
     %(n_excluded)s, %(noise_fraction)s, %(seq_len)s, %(silhouette_hybrid)s, %(silhouette_lstm)s,
-    %(silhouette_static)s, %(final_loss)s
+    %(silhouette_static)s, %(final_loss)s, %(stability)s
 );
