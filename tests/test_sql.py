@@ -73,3 +73,33 @@ def test_a_mapped_warehouse_with_discount_amounts(fake_conn, tiny_star):
     # discount share of gross: (10 + 0 + 50) / (110 + 200 + 350)
     assert got.loc["A", "avg_discount"] == pytest.approx(60 / 660)
     assert got.loc["A", "platinum_share"] == 0.5
+
+
+def test_type2_customer_attributes_are_taken_as_of_the_month_end(fake_conn, tiny_star):
+    """Customer 1 was Silver until 2013-12-01 and Platinum from then on (valid_to is exclusive)."""
+    config = SegmentationConfig.model_validate(
+        {"warehouse": {"customer": {"valid_from": "VALID_FROM", "valid_to": "VALID_TO"}}}
+    )
+    w = config.warehouse
+    load_star(fake_conn, {k: v for k, v in tiny_star.items() if k != "customer"}, w)
+    cur = fake_conn.cursor()
+    cur.execute("ALTER TABLE DIM_CUSTOMER ADD COLUMN VALID_FROM DATE")
+    cur.execute("ALTER TABLE DIM_CUSTOMER ADD COLUMN VALID_TO DATE")
+    cur.executemany(
+        "INSERT INTO DIM_CUSTOMER (CUSTOMER_KEY, CUSTOMER_TYPE, LOYALTY_STATUS, LIFETIME_VALUE, VALID_FROM, VALID_TO) "
+        "VALUES (%s, 'Individual', %s, %s, %s, %s)",
+        [
+            (1, "Silver", 100.0, date(2010, 1, 1), date(2013, 12, 1)),
+            (1, "Platinum", 1000.0, date(2013, 12, 1), None),
+            (2, "Gold", 500.0, date(2010, 1, 1), None),
+        ],
+    )
+    november = {"window_start": date(2013, 11, 1), "window_end": date(2013, 12, 1)}
+    december = {"window_start": date(2013, 11, 1), "window_end": date(2014, 1, 1)}
+    nov = query_frame(fake_conn, render_sql("static_features.sql", w), november).set_index("market_key")
+    dec = query_frame(fake_conn, render_sql("static_features.sql", w), december).set_index("market_key")
+    # November: only customer 1 bought in A, and was Silver with LTV 100 then
+    assert (nov.loc["A", "silver_share"], nov.loc["A", "platinum_share"], nov.loc["A", "avg_ltv"]) == (1.0, 0.0, 100.0)
+    # December: customers 1 (now Platinum, 1000) and 2 (Gold, 500); one row per customer, no duplicates
+    assert (dec.loc["A", "platinum_share"], dec.loc["A", "gold_share"], dec.loc["A", "avg_ltv"]) == (0.5, 0.5, 750.0)
+    assert dec.loc["A", "n_customers"] == 2

@@ -82,6 +82,25 @@ class CustomerTable(_Strict):
     customer_key: Identifier = "CUSTOMER_KEY"
     loyalty_status: Identifier = "LOYALTY_STATUS"
     lifetime_value: Identifier = "LIFETIME_VALUE"
+    valid_from: Identifier | None = Field(
+        None,
+        description="Type-2 dimension: first day a row is valid (inclusive). With valid_to, attributes "
+        "are taken as of the run's month end; without, current values are used (and the run record says so).",
+    )
+    valid_to: Identifier | None = Field(
+        None, description="Type-2 dimension: day a row stops being valid (exclusive; NULL = current)."
+    )
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> CustomerTable:
+        if (self.valid_from is None) != (self.valid_to is None):
+            raise ValueError("set both valid_from and valid_to (a type-2 customer dimension) or neither")
+        return self
+
+    @property
+    def is_type2(self) -> bool:
+        """Whether attributes can be read as of a date."""
+        return self.valid_from is not None
 
 
 class ProductTable(_Strict):

@@ -67,6 +67,13 @@ def extract_static_features(config: SegmentationConfig, month: pd.Period) -> dic
     path.parent.mkdir(parents=True, exist_ok=True)
     static.to_parquet(path, index=False)
     log.info("static features for %d markets in %s", len(static), month)
+    if not w.customer.is_type2:
+        log.warning(
+            "%s has no valid_from/valid_to configured: loyalty status and lifetime value are current values, "
+            "not as of %s (recorded in the run record)",
+            w.customer.name,
+            month,
+        )
     return {"path": str(path), "n_markets": len(static)}
 
 
@@ -283,6 +290,7 @@ def write_month(
         silhouette_static=metrics["silhouette_static"],
         final_loss=metrics.get("final_loss"),
         stability=metrics.get("stability"),
+        customer_attributes="as of month end" if config.warehouse.customer.is_type2 else "current",
     )
     if dry_run:
         log.info("dry run: %d segment rows for %s computed, nothing written", len(segments), month)

@@ -52,6 +52,7 @@ class RunRecord:
     silhouette_static: float | None
     final_loss: float | None
     stability: float | None = None  # share 0-1 of markets keeping the previous month's SegmentID
+    customer_attributes: str = "current"  # "as of month end" when DIM_CUSTOMER is type-2
 
 
 def _bindable(value: object) -> object:

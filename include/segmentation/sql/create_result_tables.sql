@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS {{ w.run_table }} (
     SILHOUETTE_LSTM    FLOAT,
     SILHOUETTE_STATIC  FLOAT,
     FINAL_LOSS         FLOAT,
-    STABILITY          FLOAT                  -- share 0-1 of markets keeping last month's SegmentID
+    STABILITY          FLOAT,                 -- share 0-1 of markets keeping last month's SegmentID
+    CUSTOMER_ATTRIBUTES VARCHAR               -- 'as of month end' (type-2 DIM_CUSTOMER) or 'current'
 );
 CREATE TABLE IF NOT EXISTS {{ w.migration_table }} (
     MARKET_KEY           VARCHAR NOT NULL,
