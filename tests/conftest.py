@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+from collections.abc import Generator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -96,3 +102,45 @@ def tiny_star() -> dict[str, pd.DataFrame]:
             }
         ),
     }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: float = 90) -> None:
+    """Wait until ``port`` accepts connections; fail if ``process`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, f"{what} exited while starting"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"{what} did not open port {port} in {timeout:.0f} s"
+            time.sleep(0.2)
+
+
+@contextmanager
+def emulator(db: Path, adventureworks_dir: Path) -> Generator[int, None, None]:
+    """Load AdventureWorks into ``db``, serve it on a free port, and stop the server (by PID) after."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ADVENTUREWORKS_DIR": str(adventureworks_dir)}
+    command = [sys.executable, "-m", "include.segmentation.emulator"]
+    subprocess.run(
+        [*command, "load", "--db-path", str(db), "--source", "adventureworks"],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+        capture_output=True,
+    )
+    port = free_port()
+    server = subprocess.Popen([*command, "serve", "--db-path", str(db), "--port", str(port)], env=env, cwd=ROOT)
+    try:
+        wait_for_port(port, server, "the embedded warehouse", timeout=60)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

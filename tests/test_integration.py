@@ -7,7 +7,6 @@ import json
 import math
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -19,49 +18,18 @@ import pytest
 from include.segmentation.config import SegmentationConfig
 from include.segmentation.emulator import connection_json
 from include.segmentation.warehouse import connect
-from tests.conftest import ROOT
+from tests.conftest import ROOT, emulator
 
 pytestmark = pytest.mark.integration
 MONTH = "2013-12-01"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def warehouse_port(adventureworks_dir, tmp_path_factory):
-    """Load AdventureWorks into a fresh emulator directory, serve it, stop it (by PID) afterwards."""
-    db = tmp_path_factory.mktemp("warehouse")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ADVENTUREWORKS_DIR": str(adventureworks_dir)}
-    emulator = [sys.executable, "-m", "include.segmentation.emulator"]
-    subprocess.run(
-        [*emulator, "load", "--db-path", str(db), "--source", "adventureworks"],
-        check=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-    )
-    port = _free_port()
-    server = subprocess.Popen([*emulator, "serve", "--db-path", str(db), "--port", str(port)], env=env, cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, "the emulator exited while starting"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the emulator did not open its port in 60 s"
-                time.sleep(0.2)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(port))
-            yield port
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    """AdventureWorks in a fresh embedded warehouse, with the test process's connection pointing at it."""
+    with emulator(tmp_path_factory.mktemp("warehouse"), adventureworks_dir) as port, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(port))
+        yield port
 
 
 def _month_rows() -> pd.DataFrame:

@@ -251,15 +251,15 @@ def cluster_markets(config: SegmentationConfig, month: pd.Period, static_path: s
     }
     (month_dir(config, month) / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log.info(
-        "%s: k=%d silhouettes hybrid=%.3f lstm=%.3f static=%.3f; %.0f%% of markets keep their %s SegmentID",
+        "%s: k=%d silhouettes hybrid=%.3f lstm=%.3f static=%.3f",
         month,
         result.n_clusters,
         result.silhouette_hybrid,
         result.silhouette_lstm,
         result.silhouette_static,
-        100 * np.nan_to_num(metrics["stability"]),
-        previous_month,
     )
+    if previous_month is not None:
+        log.info("%.0f%% of markets keep their %s SegmentID", 100 * metrics["stability"], previous_month)
     # XCom is JSON: undefined figures travel as null, not NaN.
     small = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in metrics.items()}
     return {"path": str(path), **{k: v for k, v in small.items() if k != "k_curve"}}
