@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -115,6 +116,34 @@ def backfilled(adventureworks_dir, tmp_path_factory):
                 assert all(p.poll() is None for p in processes), "an Airflow process died"
                 time.sleep(5)
             runs = _api(api_port, "GET", "/dags/market_segmentation/dagRuns?run_type=backfill&limit=50")["dag_runs"]
+            # Manual re-runs of an existing month, without a logical date (no "already exists" dead end)
+            manual = [
+                _api(
+                    api_port,
+                    "POST",
+                    "/dags/market_segmentation/dagRuns",
+                    {"logical_date": None, "conf": {"target_month": "2013-12"}},
+                )["dag_run_id"]
+                for _ in range(2)
+            ]
+            deadline = time.monotonic() + 600
+            while True:
+                states = [_api(api_port, "GET", f"/dags/market_segmentation/dagRuns/{r}")["state"] for r in manual]
+                if all(state in ("success", "failed") for state in states):
+                    break
+                assert time.monotonic() < deadline, "the manual runs did not finish in 10 minutes"
+                time.sleep(5)
+            # A bad Param is refused before any run is created
+            try:
+                _api(
+                    api_port,
+                    "POST",
+                    "/dags/market_segmentation/dagRuns",
+                    {"logical_date": None, "conf": {"seq_len": 5}},
+                )
+                refused = None
+            except urllib.error.HTTPError as err:
+                refused = (err.code, err.read().decode())
         finally:
             for process in processes:
                 os.killpg(process.pid, signal.SIGTERM)
@@ -127,7 +156,7 @@ def backfilled(adventureworks_dir, tmp_path_factory):
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(wh_port))
             segments = _segments(load_config(config_file).warehouse)
-    return {"runs": runs, "segments": segments, "processes": processes}
+    return {"runs": runs, "segments": segments, "processes": processes, "manual_states": states, "refused": refused}
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +193,19 @@ def test_every_backfill_run_succeeded_in_month_order(backfilled):
 def test_backfill_equals_running_the_months_one_by_one(backfilled, one_by_one):
     assert sorted(backfilled["segments"]["SEGMENT_MONTH"].unique()) == [str(m) for m in MONTHS]
     pd.testing.assert_frame_equal(backfilled["segments"], one_by_one)
+
+
+def test_manual_reruns_of_a_month_replace_it(backfilled, one_by_one):
+    assert backfilled["manual_states"] == ["success", "success"]
+    december = backfilled["segments"][backfilled["segments"]["SEGMENT_MONTH"] == "2013-12"]
+    assert len(december) == (one_by_one["SEGMENT_MONTH"] == "2013-12").sum()
+    assert december["MARKET_KEY"].is_unique
+
+
+def test_an_invalid_param_is_refused_before_a_run_exists(backfilled):
+    code, body = backfilled["refused"]
+    assert code == 400
+    assert "seq_len" in body
 
 
 def test_every_process_was_stopped(backfilled):
