@@ -171,13 +171,7 @@ def one_by_one(adventureworks_dir, tmp_path_factory):
         conn = snowflake.connector.connect(database="SEGMENTATION", schema="MART")
         load_star(conn, adventureworks_star(adventureworks_dir), config.warehouse)
         for month in MONTHS:
-            static = pipeline.extract_static_features(config, month)
-            seqs = pipeline.build_sequences(config, month, static["path"])
-            model = pipeline.train_autoencoder(config, month, seqs["path"])
-            emb = pipeline.embed_markets(config, month, seqs["path"], model["path"])
-            clusters = pipeline.cluster_markets(config, month, static["path"], emb["path"])
-            metrics = clusters | {"final_loss": model["final_loss"]}
-            pipeline.write_month(config, month, clusters["path"], metrics, f"one_by_one_{month}")
+            pipeline.run_month(config, month, run_id=f"one_by_one_{month}")
         return _segments(config.warehouse)
 
 

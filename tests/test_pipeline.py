@@ -81,12 +81,7 @@ def test_steps_end_to_end(config):
     assert clusters["stability"] is None
 
     # the month after: SegmentIDs continue December's wherever clusters share markets
-    january = MONTH + 1
-    static2 = pipeline.extract_static_features(config, january)
-    seqs2 = pipeline.build_sequences(config, january, static2["path"])
-    model2 = pipeline.train_autoencoder(config, january, seqs2["path"])
-    emb2 = pipeline.embed_markets(config, january, seqs2["path"], model2["path"])
-    clusters2 = pipeline.cluster_markets(config, january, static2["path"], emb2["path"])
+    clusters2 = pipeline.run_month(config, MONTH + 1, run_id="run-2")["cluster_markets"]
     assert clusters2["previous_month"] == "2013-12"
     jan = pd.read_parquet(clusters2["path"]).set_index("market_key")
     dec = pd.read_parquet(clusters["path"]).set_index("market_key")

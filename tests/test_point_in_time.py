@@ -26,17 +26,13 @@ def _run_month(star: dict, artifacts, monkeypatch) -> dict:
     with fakesnow.patch():
         conn = snowflake.connector.connect(database="SEGMENTATION", schema="MART")
         load_star(conn, star, config.warehouse)
-        static = pipeline.extract_static_features(config, MONTH)
-        seqs = pipeline.build_sequences(config, MONTH, static["path"])
-        model = pipeline.train_autoencoder(config, MONTH, seqs["path"])
-        emb = pipeline.embed_markets(config, MONTH, seqs["path"], model["path"])
-        clusters = pipeline.cluster_markets(config, MONTH, static["path"], emb["path"])
+        steps = pipeline.run_month(config, MONTH, run_id="pit", dry_run=True)
     return {
-        "static": pd.read_parquet(static["path"]),
-        "sequences": dict(np.load(seqs["path"])),
-        "embeddings": pd.read_parquet(emb["path"]),
-        "segments": pd.read_parquet(clusters["path"]),
-        "clusters": clusters,
+        "static": pd.read_parquet(steps["extract_static_features"]["path"]),
+        "sequences": dict(np.load(steps["build_sequences"]["path"])),
+        "embeddings": pd.read_parquet(steps["embed_markets"]["path"]),
+        "segments": pd.read_parquet(steps["cluster_markets"]["path"]),
+        "clusters": steps["cluster_markets"],
     }
 
 

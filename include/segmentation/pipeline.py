@@ -325,3 +325,25 @@ def settings_from_context(context: dict) -> tuple[SegmentationConfig, pd.Period]
         getattr(dag_run, "run_after", None),
     )
     return config, month
+
+
+def run_month(config: SegmentationConfig, month: pd.Period, run_id: str, dry_run: bool = False) -> dict:
+    """All six steps for one month in this process, as the DAG runs them (for notebooks and tests).
+
+    Returns each step's result by task name. Raises what the steps raise.
+    """
+    static = extract_static_features(config, month)
+    sequences = build_sequences(config, month, static["path"])
+    model = train_autoencoder(config, month, sequences["path"])
+    embeddings = embed_markets(config, month, sequences["path"], model["path"])
+    clusters = cluster_markets(config, month, static["path"], embeddings["path"])
+    metrics = clusters | {"final_loss": model["final_loss"]}
+    written = write_month(config, month, clusters["path"], metrics, run_id, dry_run=dry_run)
+    return {
+        "extract_static_features": static,
+        "build_sequences": sequences,
+        "train_autoencoder": model,
+        "embed_markets": embeddings,
+        "cluster_markets": clusters,
+        "write_segments": written,
+    }
