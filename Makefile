@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv warehouse-start warehouse-stop warehouse-load clean
+.PHONY: demo test lint venv services warehouse-start warehouse-stop warehouse-load clean
 
 venv: $(STAMP)
 
@@ -16,7 +16,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 demo: $(STAMP)
 	scripts/demo.sh
 
-test: $(STAMP)
+# PostgreSQL and Redis (Debian packages) for the CeleryExecutor test; the tests start their own instances.
+services:
+	scripts/install_services.sh
+
+test: $(STAMP) services
 	$(VENV)/bin/python -m pytest
 
 lint: $(STAMP)
