@@ -40,6 +40,17 @@ def test_gpu_worker_serves_the_training_queue_of_the_production_config():
     assert device["driver"] == "nvidia"
     assert device["capabilities"] == ["gpu"]
     assert "-q" not in services["airflow-worker"]["command"]  # the default queue
+    assert gpu["profiles"] == ["gpu"]
+    cpu = services["airflow-worker-cpu-training"]
+    assert cpu["profiles"] == ["cpu"]
+    assert f"-q {queue}" in cpu["command"]
+    assert "deploy" not in cpu
+
+
+def test_broker_visibility_timeout_outlasts_the_longest_task():
+    env = compose()["services"]["airflow-worker"]["environment"]
+    # the DAG's execution_timeout is 2 h: Redis must not re-deliver a training task still running
+    assert int(env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT"]) > 2 * 3600
 
 
 def test_workers_share_artifacts_and_code_and_hold_no_credentials():
