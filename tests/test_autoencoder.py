@@ -60,3 +60,10 @@ def test_bad_inputs_are_refused():
     trained = train_autoencoder(x[:16], SMALL.model_copy(update={"min_steps": 1}), seed=0)
     with pytest.raises(ValueError, match=r"\(n, 12, 2\)"):
         embed(trained, x[:, :6])
+
+
+def test_max_steps_bounds_training():
+    x, _ = waves()
+    # 48 windows / batch 16 = 3 steps per epoch; 4 steps = one full epoch and one step of the next
+    trained = train_autoencoder(x, SMALL.model_copy(update={"max_steps": 4}), seed=3)
+    assert len(trained.losses) == 2

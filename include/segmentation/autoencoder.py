@@ -130,8 +130,10 @@ def train_autoencoder(
 
     ``windows`` is ``(n_windows, seq_len, n_features)`` float32, already scaled. Trains
     ``max(config.epochs, ceil(config.min_steps / batches_per_epoch))`` epochs so that a small
-    warehouse (few windows, few batches) still gets enough optimizer steps. Deterministic for a
-    given ``seed`` on a given device. Logs the mean loss of each epoch. Raises ``ValueError`` on an
+    warehouse (few windows, few batches) still gets enough optimizer steps, and stops after
+    ``config.max_steps`` steps when set. Batches hold ``batch_size`` windows on CPU and
+    ``gpu_batch_size`` on CUDA, where the LSTMs run as fused cuDNN kernels under bf16 autocast.
+    Deterministic for a given ``seed`` on a given device. Logs the mean loss of each epoch. Raises ``ValueError`` on an
     empty or non-finite input.
     """
     import torch
@@ -150,9 +152,12 @@ def train_autoencoder(
     model = _build_model(n_features, config.hidden_dim, config.embedding_dim, config.num_layers).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     data = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(device)
-    batch = min(config.batch_size, n)
+    batch = min(config.gpu_batch_size if device == "cuda" else config.batch_size, n)
     batches_per_epoch = math.ceil(n / batch)
     epochs = max(config.epochs, math.ceil(config.min_steps / batches_per_epoch))
+    if config.max_steps is not None:
+        epochs = min(epochs, math.ceil(config.max_steps / batches_per_epoch))
+    steps_left = config.max_steps if config.max_steps is not None else epochs * batches_per_epoch
     # bf16 autocast only pays off on CUDA; on CPU it is slower and less accurate.
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
 
@@ -160,16 +165,21 @@ def train_autoencoder(
     model.train()
     for epoch in range(epochs):
         order = torch.from_numpy(rng.permutation(n)).to(device)
-        total = 0.0
+        # Accumulate on the device: .item() every step would synchronise the GPU each time.
+        total, seen = torch.zeros((), device=device), 0
         for start in range(0, n, batch):
+            if steps_left == 0:
+                break
+            steps_left -= 1
             x = data[order[start : start + batch]]
             with autocast:
                 loss = torch.nn.functional.mse_loss(model(x).float(), x)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(x)
-        losses.append(total / n)
+            total += loss.detach() * len(x)
+            seen += len(x)
+        losses.append(float(total) / seen)
         log.info("epoch %d/%d reconstruction MSE %.5f", epoch + 1, epochs, losses[-1])
     model.eval()
     return TrainedAutoencoder(

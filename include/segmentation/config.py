@@ -177,7 +177,13 @@ class ModelConfig(_Strict):
     min_steps: int = Field(
         300, ge=0, description="Train at least this many optimizer steps, so small warehouses still train."
     )
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, description="Windows per optimizer step on CPU.")
+    gpu_batch_size: int = Field(
+        4096, ge=1, description="Windows per optimizer step on CUDA (large batches keep the GPU busy)."
+    )
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps: bounds training cost on very large warehouses."
+    )
     learning_rate: float = Field(3e-3, gt=0, lt=1)
     cpu_threads: int | None = Field(
         None, ge=1, description="torch threads on CPU; default: the cores this process may use."
