@@ -50,7 +50,7 @@ def test_load_config_from_yaml(tmp_path, monkeypatch):
     config = load_config(path)
     assert (config.warehouse.database, config.warehouse.schema_) == ("ANALYTICS", "SEG")
     assert config.clustering.k_max == 6
-    assert config.artifacts_dir == tmp_path / "out"
+    assert config.artifacts_dir == str(tmp_path / "out")
 
 
 def test_k_range_must_be_ordered():

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from include.segmentation import pipeline
+from include.segmentation.artifacts import read_json, read_npz, read_parquet
 from include.segmentation.config import SegmentationConfig
 from include.segmentation.demo_data import load_star, synthetic_star
 from include.segmentation.emulator import connection_json
@@ -16,8 +15,8 @@ from include.segmentation.emulator import connection_json
 MONTH = pd.Period("2013-12", "M")
 
 
-@pytest.fixture
-def config(tmp_path, monkeypatch):
+@pytest.fixture(params=["local", "object-storage"])
+def config(request, tmp_path, monkeypatch):
     import fakesnow
     import snowflake.connector
 
@@ -47,13 +46,13 @@ def test_steps_end_to_end(config):
     static = pipeline.extract_static_features(config, MONTH)
     assert static["n_markets"] == 13  # 12 synthetic + DE-NEW (DE-OLD sold nothing in the window)
     seqs = pipeline.build_sequences(config, MONTH, static["path"])
-    excluded = pd.read_parquet(seqs["excluded_path"]).set_index("market_key")["reason"].to_dict()
+    excluded = read_parquet(seqs["excluded_path"]).set_index("market_key")["reason"].to_dict()
     assert excluded == {
         "DE-NEW": "sales in 1 of the last 6 months (< 3)",
         "DE-OLD": "no static features in the window",
     }
     assert seqs["n_markets"] == 12
-    data = np.load(seqs["path"])
+    data = read_npz(seqs["path"])
     assert data["latest"].shape == (12, 6, 4)
     assert data["latest"].dtype == np.float32
     assert data["train"].shape[0] == seqs["n_train_windows"] >= 12 * 19  # every market had 24 months of sales
@@ -68,7 +67,8 @@ def test_steps_end_to_end(config):
     assert (emb["n_markets"], emb["embedding_dim"]) == (12, 32)
     clusters = pipeline.cluster_markets(config, MONTH, static["path"], emb["path"])
     assert 2 <= clusters["n_clusters"] <= 6
-    assert json.loads((pipeline.month_dir(config, MONTH) / "metrics.json").read_text())["k_curve"]
+    assert read_json(pipeline.month_dir(config, MONTH) / "metrics.json")["k_curve"]
+    assert static["path"].startswith("file:///" if not config.artifacts_dir.startswith("memory") else "memory://")
 
     metrics = clusters | {"final_loss": model["final_loss"]}
     dry = pipeline.write_month(config, MONTH, clusters["path"], metrics, "run-1", dry_run=True)
@@ -83,8 +83,8 @@ def test_steps_end_to_end(config):
     # the month after: SegmentIDs continue December's wherever clusters share markets
     clusters2 = pipeline.run_month(config, MONTH + 1, run_id="run-2")["cluster_markets"]
     assert clusters2["previous_month"] == "2013-12"
-    jan = pd.read_parquet(clusters2["path"]).set_index("market_key")
-    dec = pd.read_parquet(clusters["path"]).set_index("market_key")
+    jan = read_parquet(clusters2["path"]).set_index("market_key")
+    dec = read_parquet(clusters["path"]).set_index("market_key")
     shared = jan.index.intersection(dec.index)
     pd.testing.assert_series_equal(
         jan.loc[shared, "previous_segment_id"], dec.loc[shared, "segment_id"], check_names=False, check_dtype=False
@@ -130,7 +130,7 @@ def test_unknown_customers_and_duplicate_markets_are_named(tmp_path, monkeypatch
         load_star(conn, star, cfg.warehouse)
         static = pipeline.extract_static_features(cfg, MONTH)
         seqs = pipeline.build_sequences(cfg, MONTH, static["path"])
-        excluded = pd.read_parquet(seqs["excluded_path"]).set_index("market_key")["reason"].to_dict()
+        excluded = read_parquet(seqs["excluded_path"]).set_index("market_key")["reason"].to_dict()
         assert excluded == {"C": "none of its customers is in DIM_CUSTOMER"}
         conn.cursor().execute("INSERT INTO DIM_TERRITORY VALUES ('A', 'Alpha again', 'X', 'Europe')")
         with pytest.raises(ValueError, match="market 'A' has more than one row in DIM_TERRITORY"):

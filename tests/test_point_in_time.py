@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from include.segmentation import pipeline
+from include.segmentation.artifacts import read_npz, read_parquet
 from include.segmentation.config import SegmentationConfig
 from include.segmentation.demo_data import adventureworks_star, load_star
 from include.segmentation.emulator import connection_json
@@ -28,10 +29,10 @@ def _run_month(star: dict, artifacts, monkeypatch) -> dict:
         load_star(conn, star, config.warehouse)
         steps = pipeline.run_month(config, MONTH, run_id="pit", dry_run=True)
     return {
-        "static": pd.read_parquet(steps["extract_static_features"]["path"]),
-        "sequences": dict(np.load(steps["build_sequences"]["path"])),
-        "embeddings": pd.read_parquet(steps["embed_markets"]["path"]),
-        "segments": pd.read_parquet(steps["cluster_markets"]["path"]),
+        "static": read_parquet(steps["extract_static_features"]["path"]),
+        "sequences": read_npz(steps["build_sequences"]["path"]),
+        "embeddings": read_parquet(steps["embed_markets"]["path"]),
+        "segments": read_parquet(steps["cluster_markets"]["path"]),
         "clusters": steps["cluster_markets"],
     }
 

@@ -7,11 +7,11 @@ DAG, or in a forked Celery worker) never initialises torch or CUDA.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -83,11 +83,15 @@ class TrainedAutoencoder:
     losses: list[float] = field(default_factory=list)  # mean reconstruction MSE per epoch
     device: str = "cpu"
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the weights and hyper-parameters to one torch file."""
+    def save(self, path: str | os.PathLike) -> str:
+        """Write the weights and hyper-parameters to one torch file (local path or object-storage URL)."""
         import torch
 
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        from include.segmentation.artifacts import as_path
+
+        target = as_path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
         torch.save(
             {
                 "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
@@ -98,15 +102,19 @@ class TrainedAutoencoder:
                 "num_layers": self.num_layers,
                 "losses": self.losses,
             },
-            path,
+            buffer,
         )
+        target.write_bytes(buffer.getvalue())
+        return str(target)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> TrainedAutoencoder:
         """Read a model written by ``save`` (``weights_only``: no pickled code is executed)."""
         import torch
 
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        from include.segmentation.artifacts import as_path
+
+        blob = torch.load(io.BytesIO(as_path(path).read_bytes()), map_location="cpu", weights_only=True)
         device = pick_device(device)
         model = _build_model(blob["n_features"], blob["hidden_dim"], blob["embedding_dim"], blob["num_layers"])
         model.load_state_dict(blob["state_dict"])

@@ -217,7 +217,12 @@ class SegmentationConfig(_Strict):
     sequences: SequenceConfig = SequenceConfig()
     model: ModelConfig = ModelConfig()
     clustering: ClusterConfig = ClusterConfig()
-    artifacts_dir: Path = Field(Path("artifacts"), description="Base folder for per-month artifacts.")
+    artifacts_dir: str = Field(
+        "artifacts",
+        min_length=1,
+        description="Base of the per-month artifacts: a local folder shared by the workers, or an object-storage "
+        "URL (s3://bucket/prefix, gs://...) read through Airflow's ObjectStoragePath.",
+    )
     train_queue: str = Field("default", description="Celery queue of the training task ('gpu' in production).")
     model_version_prefix: str = "lstm_hybrid_v2.0"
     seed: int = 2024

@@ -8,25 +8,36 @@ paths and small metrics, which is all the DAG passes through XCom.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from include.segmentation import sequences as seq
+from include.segmentation.artifacts import (
+    as_path,
+    read_json,
+    read_npz,
+    read_parquet,
+    write_json,
+    write_npz,
+    write_parquet,
+)
 from include.segmentation.clustering import STATIC_FEATURES
 from include.segmentation.config import SegmentationConfig
 from include.segmentation.warehouse import connect, query_frame, render_sql
 from include.segmentation.writeback import RunRecord, model_version, write_segments
 
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
 log = logging.getLogger(__name__)
 
 
-def month_dir(config: SegmentationConfig, month: pd.Period) -> Path:
-    """The artifact folder of one month, e.g. ``artifacts/2013-12``."""
-    return Path(config.artifacts_dir) / month.strftime("%Y-%m")
+def month_dir(config: SegmentationConfig, month: pd.Period) -> ObjectStoragePath:
+    """The artifact folder of one month, e.g. ``file:///.../artifacts/2013-12`` or ``s3://bucket/.../2013-12``."""
+    return as_path(config.artifacts_dir) / month.strftime("%Y-%m")
 
 
 def month_seed(config: SegmentationConfig, month: pd.Period) -> int:
@@ -63,9 +74,7 @@ def extract_static_features(config: SegmentationConfig, month: pd.Period) -> dic
     if len(dup):
         raise ValueError(f"market {dup.iloc[0]!r} has more than one row in {w.territory.name}")
     static = static.merge(markets, on="market_key", how="left")
-    path = month_dir(config, month) / "static.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    static.to_parquet(path, index=False)
+    path = write_parquet(static, month_dir(config, month) / "static.parquet")
     log.info("static features for %d markets in %s", len(static), month)
     if not w.customer.is_type2:
         log.warning(
@@ -74,7 +83,7 @@ def extract_static_features(config: SegmentationConfig, month: pd.Period) -> dic
             w.customer.name,
             month,
         )
-    return {"path": str(path), "n_markets": len(static)}
+    return {"path": path, "n_markets": len(static)}
 
 
 def build_sequences(config: SegmentationConfig, month: pd.Period, static_path: str) -> dict:
@@ -97,7 +106,7 @@ def build_sequences(config: SegmentationConfig, month: pd.Period, static_path: s
     features = seq.sequence_features(grid)
     active = grid[..., 0] != 0
 
-    static = pd.read_parquet(static_path).set_index("market_key")
+    static = read_parquet(static_path).set_index("market_key")
     # NUMBER columns may arrive as Decimal objects or None; compare them as floats (NULL -> NaN).
     static_values = static[list(STATIC_FEATURES)].apply(pd.to_numeric, errors="coerce").astype("float64")
     excluded: dict[str, str] = {}
@@ -125,9 +134,8 @@ def build_sequences(config: SegmentationConfig, month: pd.Period, static_path: s
 
     train = seq.training_windows(features, active, s.seq_len, s.min_active_months)
     scaler = seq.FeatureScaler.fit(train)
-    path = month_dir(config, month) / "sequences.npz"
-    np.savez(
-        path,
+    path = write_npz(
+        month_dir(config, month) / "sequences.npz",
         train=scaler.transform(train),
         latest=scaler.transform(features[eligible, -s.seq_len :]),
         markets=markets[eligible].astype(str),
@@ -135,8 +143,10 @@ def build_sequences(config: SegmentationConfig, month: pd.Period, static_path: s
         scaler_mean=scaler.mean,
         scaler_std=scaler.std,
     )
-    excluded_path = month_dir(config, month) / "excluded.parquet"
-    pd.DataFrame(sorted(excluded.items()), columns=["market_key", "reason"]).to_parquet(excluded_path, index=False)
+    excluded_path = write_parquet(
+        pd.DataFrame(sorted(excluded.items()), columns=["market_key", "reason"]),
+        month_dir(config, month) / "excluded.parquet",
+    )
     return {
         "path": str(path),
         "excluded_path": str(excluded_path),
@@ -161,18 +171,18 @@ def train_autoencoder(config: SegmentationConfig, month: pd.Period, sequences_pa
     """
     from include.segmentation.autoencoder import train_autoencoder as fit
 
-    train = np.load(sequences_path)["train"]
+    train = read_npz(sequences_path)["train"]
     seed = month_seed(config, month)
     fingerprint = _fingerprint(config, train, seed)
     path = month_dir(config, month) / "model.pt"
     meta_path = path.with_suffix(".json")
     if not force and path.exists() and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
+        meta = read_json(meta_path)
         if meta.get("fingerprint") == fingerprint:
             log.info("reusing the model trained for %s (same data, settings and seed)", month)
             return {"path": str(path), **{k: meta[k] for k in ("final_loss", "epochs", "device")}}
     trained = fit(train, config.model, seed=seed)
-    trained.save(path)
+    saved = trained.save(path)
     meta = {
         "fingerprint": fingerprint,
         "final_loss": trained.losses[-1],
@@ -180,21 +190,20 @@ def train_autoencoder(config: SegmentationConfig, month: pd.Period, sequences_pa
         "device": trained.device,
         "losses": trained.losses,
     }
-    meta_path.write_text(json.dumps(meta))
-    return {"path": str(path), "final_loss": meta["final_loss"], "epochs": meta["epochs"], "device": meta["device"]}
+    write_json(meta_path, meta)
+    return {"path": saved, "final_loss": meta["final_loss"], "epochs": meta["epochs"], "device": meta["device"]}
 
 
 def embed_markets(config: SegmentationConfig, month: pd.Period, sequences_path: str, model_path: str) -> dict:
     """Encode each eligible market's latest window; writes ``embeddings.parquet`` (market_key, e0..e{d-1})."""
     from include.segmentation.autoencoder import TrainedAutoencoder, embed
 
-    data = np.load(sequences_path)
+    data = read_npz(sequences_path)
     z = embed(TrainedAutoencoder.load(model_path), data["latest"])
     frame = pd.DataFrame(z, columns=[f"e{i}" for i in range(z.shape[1])])
     frame.insert(0, "market_key", data["markets"].astype(str))
-    path = month_dir(config, month) / "embeddings.parquet"
-    frame.to_parquet(path, index=False)
-    return {"path": str(path), "n_markets": len(frame), "embedding_dim": int(z.shape[1])}
+    path = write_parquet(frame, month_dir(config, month) / "embeddings.parquet")
+    return {"path": path, "n_markets": len(frame), "embedding_dim": int(z.shape[1])}
 
 
 def previous_segments(config: SegmentationConfig, month: pd.Period) -> tuple[pd.Series, pd.Period | None, int]:
@@ -224,8 +233,8 @@ def cluster_markets(config: SegmentationConfig, month: pd.Period, static_path: s
     from include.segmentation.alignment import align_segment_ids, stability
     from include.segmentation.clustering import cluster_markets as fit
 
-    emb = pd.read_parquet(embeddings_path)
-    static = pd.read_parquet(static_path).set_index("market_key").loc[emb["market_key"]].reset_index()
+    emb = read_parquet(embeddings_path)
+    static = read_parquet(static_path).set_index("market_key").loc[emb["market_key"]].reset_index()
     result = fit(
         static[list(STATIC_FEATURES)].to_numpy(dtype=np.float64),
         emb.drop(columns="market_key").to_numpy(dtype=np.float64),
@@ -236,8 +245,7 @@ def cluster_markets(config: SegmentationConfig, month: pd.Period, static_path: s
     markets = static["market_key"].to_numpy(dtype=object)
     ids = align_segment_ids(markets, result.labels, previous, first_new_id=max_id + 1)
     segments = static.assign(segment_id=ids, previous_segment_id=static["market_key"].map(previous))
-    path = month_dir(config, month) / "segments.parquet"
-    segments.to_parquet(path, index=False)
+    path = write_parquet(segments, month_dir(config, month) / "segments.parquet")
     metrics = {
         "algorithm": result.algorithm,
         "n_clusters": result.n_clusters,
@@ -249,7 +257,7 @@ def cluster_markets(config: SegmentationConfig, month: pd.Period, static_path: s
         "previous_month": str(previous_month) if previous_month is not None else None,
         "k_curve": {str(k): v for k, v in result.k_curve.items()},
     }
-    (month_dir(config, month) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(month_dir(config, month) / "metrics.json", metrics)
     log.info(
         "%s: k=%d silhouettes hybrid=%.3f lstm=%.3f static=%.3f",
         month,
@@ -262,7 +270,7 @@ def cluster_markets(config: SegmentationConfig, month: pd.Period, static_path: s
         log.info("%.0f%% of markets keep their %s SegmentID", 100 * metrics["stability"], previous_month)
     # XCom is JSON: undefined figures travel as null, not NaN.
     small = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in metrics.items()}
-    return {"path": str(path), **{k: v for k, v in small.items() if k != "k_curve"}}
+    return {"path": path, **{k: v for k, v in small.items() if k != "k_curve"}}
 
 
 def write_month(
@@ -274,8 +282,8 @@ def write_month(
     dry_run: bool = False,
 ) -> dict:
     """Write the month's SegmentIDs and run record (``writeback.write_segments``); nothing if ``dry_run``."""
-    segments = pd.read_parquet(segments_path)
-    excluded = pd.read_parquet(month_dir(config, month) / "excluded.parquet")
+    segments = read_parquet(segments_path)
+    excluded = read_parquet(month_dir(config, month) / "excluded.parquet")
     record = RunRecord(
         run_id=run_id,
         model_version=model_version(config.model_version_prefix, month),

@@ -10,6 +10,7 @@ import logging
 
 import pandas as pd
 
+from include.segmentation.artifacts import read_parquet
 from include.segmentation.config import load_config
 from include.segmentation.months import parse_month
 from include.segmentation.pipeline import month_dir
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         f"silhouette  hybrid={run.silhouette_hybrid:.3f}  LSTM-only={run.silhouette_lstm:.3f}  "
         f"static-only={run.silhouette_static:.3f}   (excluded markets: {run.n_excluded})\n"
     )
-    features = pd.read_parquet(month_dir(config, month) / "static.parquet").drop(
+    features = read_parquet(month_dir(config, month) / "static.parquet").drop(
         columns=["territory_group", "market_name"]
     )
     segments = rows.merge(features, on="market_key", how="left")
