@@ -10,9 +10,9 @@ Segments every market for one calendar month from a Snowflake star schema:
 3. **train_autoencoder**: LSTM autoencoder (GPU queue in production, CPU otherwise);
 4. **embed_markets**: each market's latest window to a 32-D embedding;
 5. **cluster_markets**: standardized static features + embedding, K-Means / DBSCAN / HDBSCAN, with
-   silhouettes for hybrid, LSTM-only and static-only;
-6. **write_segments**: SegmentID per market and month into `MARKET_SEGMENT` (MERGE, one transaction)
-   and one row into `SEGMENTATION_RUN`.
+   silhouettes for hybrid, LSTM-only and static-only; SegmentIDs carried over from the month before;
+6. **write_segments**: in one transaction, the month's rows of `MARKET_SEGMENT` and
+   `SEGMENT_MIGRATION` replaced and one row added to `SEGMENTATION_RUN`; updates their Assets.
 
 The run's month is the data interval (the previous calendar month, UTC), or the `target_month`
 Param. Re-running a month replaces that month's rows. Logic lives in `include/segmentation/`.

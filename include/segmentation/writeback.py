@@ -1,9 +1,9 @@
-"""Idempotent write-back of SegmentIDs and the run record.
+"""Idempotent write-back of SegmentIDs, segment migrations and the run record.
 
-One month's rows are replaced in a single transaction: staged first (a session-scoped temporary
-table, de-duplicated on MARKET_KEY), then the month's rows are deleted and the staged rows inserted,
-keyed by (MARKET_KEY, SEGMENT_MONTH). A failure at any point rolls back, leaving the previous
-contents of every month as they were.
+One month's rows are replaced in a single transaction: checked (one row per MARKET_KEY, valid ids),
+staged in session-scoped temporary tables, then the month's rows are deleted and the staged rows
+inserted, keyed by (MARKET_KEY, SEGMENT_MONTH). A failure at any point rolls back, leaving the
+previous contents of every month as they were.
 """
 
 from __future__ import annotations
