@@ -67,3 +67,16 @@ def test_max_steps_bounds_training():
     # 48 windows / batch 16 = 3 steps per epoch; 4 steps = one full epoch and one step of the next
     trained = train_autoencoder(x, SMALL.model_copy(update={"max_steps": 4}), seed=3)
     assert len(trained.losses) == 2
+
+
+def test_collapsed_embeddings_are_detected():
+    import torch
+
+    from include.segmentation.autoencoder import embedding_spread
+
+    x, _ = waves()
+    trained = train_autoencoder(x, SMALL, seed=3)
+    assert embedding_spread(embed(trained, x)) > 0.1
+    with torch.no_grad():  # an encoder whose output ignores its input: every market embeds alike
+        trained.model.to_embedding.weight.zero_()
+    assert embedding_spread(embed(trained, x)) < 1e-6  # float32 rounding only, far below the 1e-3 alarm

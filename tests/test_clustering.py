@@ -23,6 +23,8 @@ def test_kmeans_recovers_planted_segments_and_picks_k():
     assert adjusted_rand_score(truth, result.labels) == 1.0
     assert set(result.labels.tolist()) == {1, 2, 3}
     assert result.k_curve[3] == max(result.k_curve.values())
+    # the alternative criterion agrees on well-separated planted groups
+    assert max(result.k_curve_calinski_harabasz, key=result.k_curve_calinski_harabasz.get) == 3
     for score in (result.silhouette_hybrid, result.silhouette_lstm, result.silhouette_static):
         assert 0.5 < score <= 1.0
 
@@ -52,8 +54,9 @@ def test_relabel_by_size_orders_segments():
 
 def test_choose_k_respects_n_minus_one():
     x = np.array([[0.0], [0.1], [5.0], [5.1]])
-    k, curve = cl.choose_k(x, 2, 10, seed=0)
+    k, curve, alternative = cl.choose_k(x, 2, 10, seed=0)
     assert sorted(curve) == [2, 3]
+    assert sorted(alternative) == [2, 3]
     assert k == 2
 
 

@@ -221,3 +221,15 @@ def embed(trained: TrainedAutoencoder, windows: np.ndarray, batch_size: int = 40
     if not out:
         return np.zeros((0, trained.embedding_dim), dtype=np.float32)
     return np.concatenate(out).astype(np.float32)
+
+
+def embedding_spread(z: np.ndarray) -> float:
+    """How much embeddings differ across markets: mean per-dimension std over mean absolute value.
+
+    ``z`` is ``(n_markets, embedding_dim)``. Near 0 means the encoder embeds every market alike
+    (collapse): it may still reconstruct well on average, but the LSTM block then carries no
+    information for clustering. NaN for fewer than 2 markets.
+    """
+    if len(z) < 2:
+        return float("nan")
+    return float(z.std(axis=0).mean() / (np.abs(z).mean() + 1e-12))

@@ -96,18 +96,26 @@ def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x)
 
 
-def choose_k(x: np.ndarray, k_min: int, k_max: int, seed: int) -> tuple[int, dict[int, float]]:
+def choose_k(x: np.ndarray, k_min: int, k_max: int, seed: int) -> tuple[int, dict[int, float], dict[int, float]]:
     """Pick k in ``[k_min, min(k_max, n - 1)]`` with the highest K-Means silhouette.
 
-    Returns ``(k, {k: silhouette})``. Raises ``ValueError`` when fewer than 3 markets make every
-    k invalid (silhouette needs 2 <= k <= n - 1).
+    Returns ``(k, {k: silhouette}, {k: Calinski-Harabasz})``: the second curve (Calinski & Harabasz
+    1974, between- over within-cluster dispersion) is recorded as an alternative criterion, not
+    used to choose. Raises ``ValueError`` when fewer than 3 markets make every k invalid
+    (silhouette needs 2 <= k <= n - 1).
     """
+    from sklearn.metrics import calinski_harabasz_score
+
     upper = min(k_max, len(x) - 1)
     if upper < max(k_min, 2):
         raise ValueError(f"cannot choose k in [{k_min}, {k_max}] for {len(x)} markets (need 2 <= k <= n - 1)")
-    curve = {k: silhouette(x, _kmeans(x, k, seed), seed) for k in range(max(k_min, 2), upper + 1)}
+    curve, alternative = {}, {}
+    for k in range(max(k_min, 2), upper + 1):
+        labels = _kmeans(x, k, seed)
+        curve[k] = silhouette(x, labels, seed)
+        alternative[k] = float(calinski_harabasz_score(x, labels)) if len(set(labels)) > 1 else float("nan")
     best = max(curve, key=lambda k: (np.nan_to_num(curve[k], nan=-2.0), -k))
-    return best, curve
+    return best, curve, alternative
 
 
 def kdistance_eps(x: np.ndarray, min_samples: int) -> float:
@@ -146,7 +154,8 @@ class ClusterResult:
     silhouette_hybrid: float
     silhouette_lstm: float
     silhouette_static: float
-    k_curve: dict[int, float] = field(default_factory=dict)
+    k_curve: dict[int, float] = field(default_factory=dict)  # silhouette per k (when k was chosen)
+    k_curve_calinski_harabasz: dict[int, float] = field(default_factory=dict)
     eps: float | None = None
 
 
@@ -171,6 +180,7 @@ def cluster_markets(static: np.ndarray, embedding: np.ndarray, config: ClusterCo
     if not hybrid.any():
         raise ValueError(f"all {n} markets have identical features: there is nothing to segment")
     curve: dict[int, float] = {}
+    alternative: dict[int, float] = {}
     eps = None
     if config.algorithm == "kmeans":
         if config.n_clusters is not None:
@@ -178,7 +188,7 @@ def cluster_markets(static: np.ndarray, embedding: np.ndarray, config: ClusterCo
                 raise ValueError(f"n_clusters={config.n_clusters} is invalid for {n} markets (need 2 <= k <= n - 1)")
             k = config.n_clusters
         else:
-            k, curve = choose_k(hybrid, config.k_min, config.k_max, seed)
+            k, curve, alternative = choose_k(hybrid, config.k_min, config.k_max, seed)
         raw = _kmeans(hybrid, k, seed)
     elif config.algorithm == "dbscan":
         eps = config.dbscan_eps or kdistance_eps(hybrid, config.min_samples)
@@ -200,5 +210,6 @@ def cluster_markets(static: np.ndarray, embedding: np.ndarray, config: ClusterCo
         silhouette_lstm=view_score(standardize(embedding)),
         silhouette_static=view_score(standardize(static)),
         k_curve=curve,
+        k_curve_calinski_harabasz=alternative,
         eps=eps,
     )

@@ -185,6 +185,9 @@ class ModelConfig(_Strict):
         None, ge=1, description="Stop after this many optimizer steps: bounds training cost on very large warehouses."
     )
     learning_rate: float = Field(3e-3, gt=0, lt=1)
+    collapse_threshold: float = Field(
+        1e-3, ge=0, description="Warn when the embedding spread (autoencoder.embedding_spread) falls below this."
+    )
     cpu_threads: int | None = Field(
         None, ge=1, description="torch threads on CPU; default: the cores this process may use."
     )

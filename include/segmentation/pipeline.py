@@ -196,14 +196,23 @@ def train_autoencoder(config: SegmentationConfig, month: pd.Period, sequences_pa
 
 def embed_markets(config: SegmentationConfig, month: pd.Period, sequences_path: str, model_path: str) -> dict:
     """Encode each eligible market's latest window; writes ``embeddings.parquet`` (market_key, e0..e{d-1})."""
-    from include.segmentation.autoencoder import TrainedAutoencoder, embed
+    from include.segmentation.autoencoder import TrainedAutoencoder, embed, embedding_spread
 
     data = read_npz(sequences_path)
     z = embed(TrainedAutoencoder.load(model_path), data["latest"])
+    spread = embedding_spread(z)
+    if spread < config.model.collapse_threshold:
+        log.warning(
+            "embeddings for %s are nearly identical across markets (spread %.2e < %.0e): the LSTM block carries "
+            "no information; train longer (epochs/min_steps) or check the sequence scaling",
+            month,
+            spread,
+            config.model.collapse_threshold,
+        )
     frame = pd.DataFrame(z, columns=[f"e{i}" for i in range(z.shape[1])])
     frame.insert(0, "market_key", data["markets"].astype(str))
     path = write_parquet(frame, month_dir(config, month) / "embeddings.parquet")
-    return {"path": path, "n_markets": len(frame), "embedding_dim": int(z.shape[1])}
+    return {"path": path, "n_markets": len(frame), "embedding_dim": int(z.shape[1]), "embedding_spread": spread}
 
 
 def previous_segments(config: SegmentationConfig, month: pd.Period) -> tuple[pd.Series, pd.Period | None, int]:
@@ -256,6 +265,7 @@ def cluster_markets(config: SegmentationConfig, month: pd.Period, static_path: s
         "stability": stability(markets, ids, previous),
         "previous_month": str(previous_month) if previous_month is not None else None,
         "k_curve": {str(k): v for k, v in result.k_curve.items()},
+        "k_curve_calinski_harabasz": {str(k): v for k, v in result.k_curve_calinski_harabasz.items()},
     }
     write_json(month_dir(config, month) / "metrics.json", metrics)
     log.info(
@@ -270,7 +280,7 @@ def cluster_markets(config: SegmentationConfig, month: pd.Period, static_path: s
         log.info("%.0f%% of markets keep their %s SegmentID", 100 * metrics["stability"], previous_month)
     # XCom is JSON: undefined figures travel as null, not NaN.
     small = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in metrics.items()}
-    return {"path": path, **{k: v for k, v in small.items() if k != "k_curve"}}
+    return {"path": path, **{k: v for k, v in small.items() if not k.startswith("k_curve")}}
 
 
 def write_month(
