@@ -5,7 +5,7 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 MONTH="${DEMO_MONTH:-2013-12}"
-# The scheduled run for a month has the first day of the following month as its logical date.
+# `airflow dags test DAG <date>` runs the data interval that ends on <date>: the 1st of the next month.
 LOGICAL_DATE="$(python - "$MONTH" <<'PY'
 import sys
 from include.segmentation.months import parse_month

@@ -76,8 +76,6 @@ def test_cross_field_checks():
         SegmentationConfig.model_validate({"sequences": {"seq_len": 24, "history_months": 6}})
     with pytest.raises(ValidationError, match="min_active_months"):
         SegmentationConfig.model_validate({"sequences": {"seq_len": 6, "min_active_months": 7}})
-    with pytest.raises(ValidationError, match="n_clusters applies to kmeans only"):
-        SegmentationConfig().with_overrides(algorithm="dbscan", n_clusters=4)
 
 
 def test_clearing_n_clusters_means_automatic():

@@ -47,6 +47,13 @@ def test_gpu_worker_serves_the_training_queue_of_the_production_config():
     assert "deploy" not in cpu
 
 
+def test_init_hands_the_shared_folders_to_the_airflow_user():
+    init = compose()["services"]["airflow-init"]
+    script = init["command"][1]
+    assert 'chown -R "${AIRFLOW_UID:-50000}:0" /opt/airflow/logs /opt/airflow/artifacts' in script
+    assert "_AIRFLOW_WWW_USER_CREATE" not in init["environment"]
+
+
 def test_broker_visibility_timeout_outlasts_the_longest_task():
     env = compose()["services"]["airflow-worker"]["environment"]
     # the DAG's execution_timeout is 2 h: Redis must not re-deliver a training task still running
@@ -55,11 +62,15 @@ def test_broker_visibility_timeout_outlasts_the_longest_task():
 
 def test_workers_share_artifacts_and_code_and_hold_no_credentials():
     services = compose()["services"]
+    artifacts_dir = load_config(ROOT / "config" / "production.example.yaml").artifacts_dir
     for name in ("airflow-worker", "airflow-worker-gpu", "airflow-scheduler"):
         volumes = services[name]["volumes"]
-        assert any(v.startswith("artifacts:/opt/airflow/artifacts") for v in volumes)
+        assert f"artifacts:{artifacts_dir}" in [v.split("#")[0].strip() for v in volumes]
         assert "./include:/opt/airflow/include" in volumes
-        assert services[name]["environment"]["SEGMENTATION_ARTIFACTS"] == "/opt/airflow/artifacts"
+        env = services[name]["environment"]
+        assert "SEGMENTATION_ARTIFACTS" not in env  # it would override artifacts_dir (e.g. an s3:// URL)
+        # every container verifies the tokens tasks get from the api-server: one secret, from .env
+        assert env["AIRFLOW__API_AUTH__JWT_SECRET"].startswith("${AIRFLOW__API_AUTH__JWT_SECRET:?")
     text = (ROOT / "docker-compose.yaml").read_text()
     assert "AIRFLOW_CONN_SNOWFLAKE" not in text.replace("AIRFLOW_CONN_SNOWFLAKE_DEFAULT=...", "")
     assert "artifacts" in compose()["volumes"]

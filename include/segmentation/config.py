@@ -208,8 +208,6 @@ class ClusterConfig(_Strict):
     def _k_range(self) -> ClusterConfig:
         if self.k_min > self.k_max:
             raise ValueError(f"k_min ({self.k_min}) must not exceed k_max ({self.k_max})")
-        if self.n_clusters is not None and self.algorithm != "kmeans":
-            raise ValueError(f"n_clusters applies to kmeans only; {self.algorithm} finds the number of segments itself")
         return self
 
 

@@ -41,7 +41,7 @@ def run_params(defaults: SegmentationConfig) -> dict[str, Param]:
             minimum=2,
             maximum=50,
             title="Number of segments",
-            description="Empty: chosen by silhouette (K-Means only).",
+            description="K-Means only (DBSCAN/HDBSCAN ignore it); empty: chosen by silhouette.",
         ),
         "static_weight": Param(
             defaults.clustering.static_weight,

@@ -242,6 +242,12 @@ def cluster_markets(config: SegmentationConfig, month: pd.Period, static_path: s
     from include.segmentation.alignment import align_segment_ids, stability
     from include.segmentation.clustering import cluster_markets as fit
 
+    if config.clustering.n_clusters is not None and config.clustering.algorithm != "kmeans":
+        log.warning(
+            "n_clusters=%d ignored: %s finds the number of segments itself",
+            config.clustering.n_clusters,
+            config.clustering.algorithm,
+        )
     emb = read_parquet(embeddings_path)
     static = read_parquet(static_path).set_index("market_key").loc[emb["market_key"]].reset_index()
     result = fit(
