@@ -5,14 +5,8 @@ equal running those months one by one, in order, with the pipeline's functions."
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -22,23 +16,12 @@ from include.segmentation.config import SegmentationConfig, load_config
 from include.segmentation.demo_data import adventureworks_star, load_star
 from include.segmentation.emulator import connection_json
 from include.segmentation.warehouse import connect
-from tests.conftest import ROOT, emulator, free_port, wait_for_port
+from tests.conftest import airflow_api, emulator, running_airflow, wait_for_runs
 
 pytestmark = pytest.mark.integration
 MONTHS = pd.period_range("2013-01", "2013-12", freq="M")
 # A small model keeps 12 runs quick; both sides use the same configuration file.
 CONFIG = {"model": {"epochs": 3, "min_steps": 60, "hidden_dim": 32, "cpu_threads": 1}}
-
-
-def _api(port: int, method: str, path: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/v2{path}",
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json"},
-        method=method,
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
 
 
 def _segments(warehouse) -> pd.DataFrame:
@@ -58,45 +41,16 @@ def backfilled(adventureworks_dir, tmp_path_factory):
     home = tmp_path_factory.mktemp("airflow-backfill")
     config_file = home / "segmentation.json"
     config_file.write_text(json.dumps(CONFIG | {"artifacts_dir": str(home / "artifacts")}))
-    api_port = free_port()
     with emulator(tmp_path_factory.mktemp("warehouse-backfill"), adventureworks_dir) as wh_port:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")} | {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        env = {
             "AIRFLOW__CORE__PARALLELISM": "2",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # local test server, loopback only
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(api_port),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
             "AIRFLOW_CONN_SNOWFLAKE_DEFAULT": connection_json(wh_port),
             "SEGMENTATION_CONFIG": str(config_file),
-            "PYTHONPATH": str(ROOT),
         }
-        airflow = str(Path(sys.executable).parent / "airflow")
-        subprocess.run([airflow, "db", "migrate"], check=True, env=env, cwd=ROOT, capture_output=True, timeout=600)
-        processes = []
-        try:
-            for command in (["api-server", "--port", str(api_port)], ["scheduler"], ["dag-processor"]):
-                log = open(home / f"{command[0]}.log", "w")  # noqa: SIM115 - closed with the process
-                processes.append(
-                    subprocess.Popen(
-                        [airflow, *command],
-                        env=env,
-                        cwd=ROOT,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                )
-            wait_for_port(api_port, processes[0], "the api-server")
-            deadline = time.monotonic() + 180
-            while not any(d["dag_id"] == "market_segmentation" for d in _api(api_port, "GET", "/dags")["dags"]):
-                assert time.monotonic() < deadline, "the DAG was not parsed in 3 minutes"
-                time.sleep(2)
+        with running_airflow(home, env) as (port, processes):
             # Logical dates are data-interval starts: 2013-01-01 .. 2013-12-01 are the months of 2013.
-            backfill = _api(
-                api_port,
+            backfill = airflow_api(
+                port,
                 "POST",
                 "/backfills",
                 {
@@ -109,54 +63,42 @@ def backfilled(adventureworks_dir, tmp_path_factory):
                     "dag_run_conf": {},
                 },
             )
-            _api(api_port, "PATCH", "/dags/market_segmentation", {"is_paused": False})
+            airflow_api(port, "PATCH", "/dags/market_segmentation", {"is_paused": False})
             deadline = time.monotonic() + 1800
-            while _api(api_port, "GET", f"/backfills/{backfill['id']}")["completed_at"] is None:
+            while airflow_api(port, "GET", f"/backfills/{backfill['id']}")["completed_at"] is None:
                 assert time.monotonic() < deadline, "the backfill did not complete in 30 minutes"
-                assert all(p.poll() is None for p in processes), "an Airflow process died"
+                assert all(p.poll() is None for p in processes.values()), "an Airflow process died"
                 time.sleep(5)
-            runs = _api(api_port, "GET", "/dags/market_segmentation/dagRuns?run_type=backfill&limit=50")["dag_runs"]
+            runs = airflow_api(port, "GET", "/dags/market_segmentation/dagRuns?run_type=backfill&limit=50")["dag_runs"]
             # Manual re-runs of an existing month, without a logical date (no "already exists" dead end)
             manual = [
-                _api(
-                    api_port,
+                airflow_api(
+                    port,
                     "POST",
                     "/dags/market_segmentation/dagRuns",
                     {"logical_date": None, "conf": {"target_month": "2013-12"}},
                 )["dag_run_id"]
                 for _ in range(2)
             ]
-            deadline = time.monotonic() + 600
-            while True:
-                states = [_api(api_port, "GET", f"/dags/market_segmentation/dagRuns/{r}")["state"] for r in manual]
-                if all(state in ("success", "failed") for state in states):
-                    break
-                assert time.monotonic() < deadline, "the manual runs did not finish in 10 minutes"
-                time.sleep(5)
+            states = wait_for_runs(port, manual, 600, processes)
             # A bad Param is refused before any run is created
             try:
-                _api(
-                    api_port,
-                    "POST",
-                    "/dags/market_segmentation/dagRuns",
-                    {"logical_date": None, "conf": {"seq_len": 5}},
+                airflow_api(
+                    port, "POST", "/dags/market_segmentation/dagRuns", {"logical_date": None, "conf": {"seq_len": 5}}
                 )
                 refused = None
             except urllib.error.HTTPError as err:
                 refused = (err.code, err.read().decode())
-        finally:
-            for process in processes:
-                os.killpg(process.pid, signal.SIGTERM)
-            for process in processes:
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=30)
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(wh_port))
             segments = _segments(load_config(config_file).warehouse)
-    return {"runs": runs, "segments": segments, "processes": processes, "manual_states": states, "refused": refused}
+    return {
+        "runs": runs,
+        "segments": segments,
+        "processes": list(processes.values()),
+        "manual_states": states,
+        "refused": refused,
+    }
 
 
 @pytest.fixture(scope="module")

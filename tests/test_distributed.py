@@ -10,12 +10,8 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -24,17 +20,10 @@ import pytest
 from include.segmentation.config import load_config
 from include.segmentation.emulator import connection_json
 from include.segmentation.warehouse import connect
-from tests.conftest import ROOT, emulator, free_port, wait_for_port
+from tests.conftest import airflow_api, emulator, free_port, running_airflow, wait_for_port, wait_for_runs
+from tests.test_dag import TASKS
 
 pytestmark = pytest.mark.integration
-TASKS = [
-    "extract_static_features",
-    "build_sequences",
-    "train_autoencoder",
-    "embed_markets",
-    "cluster_markets",
-    "write_segments",
-]
 
 
 def _services_or_fail() -> tuple[Path, str]:
@@ -52,17 +41,6 @@ def _services_or_fail() -> tuple[Path, str]:
 def _as_postgres(command: list[str]) -> list[str]:
     # PostgreSQL refuses to run as root; CI runs as root, a developer may not.
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
-def _api(port: int, method: str, path: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/v2{path}",
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json"},
-        method=method,
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
 
 
 @pytest.fixture(scope="module")
@@ -128,32 +106,18 @@ def celery_run(postgres, redis, adventureworks_dir, tmp_path_factory):
             }
         )
     )
-    api_port = free_port()
     with emulator(tmp_path_factory.mktemp("warehouse-celery"), adventureworks_dir) as wh_port:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")} | {
-            "AIRFLOW_HOME": str(home),
+        env = {
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{postgres}",
             "AIRFLOW__CELERY__BROKER_URL": redis,
             "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{postgres}",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.celery_identity.hostname",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # local test server, loopback only
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(api_port),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
             "AIRFLOW_CONN_SNOWFLAKE_DEFAULT": connection_json(wh_port),
             "SEGMENTATION_CONFIG": str(config_file),
-            "PYTHONPATH": str(ROOT),
         }
-        airflow = str(Path(sys.executable).parent / "airflow")
-        subprocess.run([airflow, "db", "migrate"], check=True, env=env, cwd=ROOT, capture_output=True, timeout=600)
-        components = {
-            "api-server": (["api-server", "--port", str(api_port)], {}),
-            "scheduler": (["scheduler"], {}),
-            "dag-processor": (["dag-processor"], {}),
+        workers = {
             "worker-default": (
                 ["celery", "worker", "-q", "default", "-c", "2", "-H", "default@localhost"],
                 {"WORKER_IDENTITY": "default-worker", "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())},
@@ -163,50 +127,16 @@ def celery_run(postgres, redis, adventureworks_dir, tmp_path_factory):
                 {"WORKER_IDENTITY": "gpu-worker", "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())},
             ),
         }
-        processes = {}
-        try:
-            for name, (args, extra) in components.items():
-                log = open(home / f"{name}.log", "w")  # noqa: SIM115 - lives as long as the process
-                # A session of its own: stopping the group also stops the task processes it forked.
-                processes[name] = subprocess.Popen(
-                    [airflow, *args],
-                    env=env | extra,
-                    cwd=ROOT,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            wait_for_port(api_port, processes["api-server"], "the api-server")
-            deadline = time.monotonic() + 180
-            while not any(d["dag_id"] == "market_segmentation" for d in _api(api_port, "GET", "/dags")["dags"]):
-                assert time.monotonic() < deadline, "the DAG was not parsed in 3 minutes"
-                time.sleep(2)
-            _api(api_port, "PATCH", "/dags/market_segmentation", {"is_paused": False})
-            run_id = _api(
-                api_port,
+        with running_airflow(home, env, workers) as (port, processes):
+            airflow_api(port, "PATCH", "/dags/market_segmentation", {"is_paused": False})
+            run_id = airflow_api(
+                port,
                 "POST",
                 "/dags/market_segmentation/dagRuns",
                 {"logical_date": None, "conf": {"target_month": "2013-12"}},
             )["dag_run_id"]
-            deadline = time.monotonic() + 900
-            while (state := _api(api_port, "GET", f"/dags/market_segmentation/dagRuns/{run_id}")["state"]) not in (
-                "success",
-                "failed",
-            ):
-                assert time.monotonic() < deadline, "the run did not finish in 15 minutes"
-                dead = [name for name, p in processes.items() if p.poll() is not None]
-                assert not dead, f"Airflow component(s) {dead} died; logs in {home}"
-                time.sleep(3)
-            tis = _api(api_port, "GET", f"/dags/market_segmentation/dagRuns/{run_id}/taskInstances")["task_instances"]
-        finally:
-            for process in processes.values():
-                os.killpg(process.pid, signal.SIGTERM)
-            for process in processes.values():
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=30)
+            (state,) = wait_for_runs(port, [run_id], 900, processes)
+            tis = airflow_api(port, "GET", f"/dags/market_segmentation/dagRuns/{run_id}/taskInstances")
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(wh_port))
             with connect(load_config(config_file).warehouse) as conn:
@@ -216,7 +146,7 @@ def celery_run(postgres, redis, adventureworks_dir, tmp_path_factory):
     eligible = sorted(pd.read_parquet(home / "artifacts" / "2013-12" / "embeddings.parquet")["market_key"])
     return {
         "state": state,
-        "tis": {ti["task_id"]: ti for ti in tis},
+        "tis": {ti["task_id"]: ti for ti in tis["task_instances"]},
         "written": written,
         "eligible": eligible,
         "processes": processes,
