@@ -11,8 +11,10 @@ Segments every market for one calendar month from a Snowflake star schema:
 4. **embed_markets**: each market's latest window to a 32-D embedding;
 5. **cluster_markets**: standardized static features + embedding, K-Means / DBSCAN / HDBSCAN, with
    silhouettes for hybrid, LSTM-only and static-only; SegmentIDs carried over from the month before;
-6. **write_segments**: in one transaction, the month's rows of `MARKET_SEGMENT` and
-   `SEGMENT_MIGRATION` replaced and one row added to `SEGMENTATION_RUN`; updates their Assets.
+   a profile and one-line description per segment;
+6. **write_segments**: in one transaction, the month's rows of `MARKET_SEGMENT`,
+   `SEGMENT_MIGRATION` and `SEGMENT_PROFILE` replaced and one row added to `SEGMENTATION_RUN`;
+   updates their Assets.
 
 The run's month is the data interval (the previous calendar month, UTC), or the `target_month`
 Param. Re-running a month replaces that month's rows. Logic lives in `include/segmentation/`.
@@ -84,8 +86,8 @@ def market_segmentation():
         return _step("embed_markets", sequences["path"], model["path"])
 
     @task(multiple_outputs=False)
-    def cluster_markets(static: dict, embeddings: dict) -> dict:
-        return _step("cluster_markets", static["path"], embeddings["path"])
+    def cluster_markets(static: dict, sequences: dict, embeddings: dict) -> dict:
+        return _step("cluster_markets", static["path"], embeddings["path"], sequences["trends_path"])
 
     # Outlets: a successful write updates the segment assets; a failed or dry run (skipped) does not.
     @task(multiple_outputs=False, outlets=segment_assets(DEFAULTS.warehouse))
@@ -95,7 +97,9 @@ def market_segmentation():
         context = get_current_context()
         metrics = clusters | {"final_loss": model["final_loss"]}
         dry_run = bool(context["params"]["dry_run"])
-        result = _step("write_month", clusters["path"], metrics, context["run_id"], dry_run=dry_run)
+        result = _step(
+            "write_month", clusters["path"], clusters["profiles_path"], metrics, context["run_id"], dry_run=dry_run
+        )
         if dry_run:
             raise AirflowSkipException(f"dry run: {result['model_version']} computed, nothing written")
         return result
@@ -104,7 +108,7 @@ def market_segmentation():
     sequences = build_sequences(static)
     model = train_autoencoder(sequences)
     embeddings = embed_markets(sequences, model)
-    write_segments(cluster_markets(static, embeddings), model)
+    write_segments(cluster_markets(static, sequences, embeddings), model)
 
 
 market_segmentation()

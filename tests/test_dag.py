@@ -58,7 +58,7 @@ def test_tasks_and_dependencies(dag):
     down = {t: sorted(dag.get_task(t).downstream_task_ids) for t in TASKS}
     assert down == {
         "extract_static_features": ["build_sequences", "cluster_markets"],
-        "build_sequences": ["embed_markets", "train_autoencoder"],
+        "build_sequences": ["cluster_markets", "embed_markets", "train_autoencoder"],
         "train_autoencoder": ["embed_markets", "write_segments"],
         "embed_markets": ["cluster_markets"],
         "cluster_markets": ["write_segments"],
@@ -114,6 +114,7 @@ def test_segment_tables_are_assets_and_the_consumer_waits_for_them(bag, dag):
     assert outlets == [
         "snowflake://fakesnow/SEGMENTATION/MART/MARKET_SEGMENT",
         "snowflake://fakesnow/SEGMENTATION/MART/SEGMENTATION_RUN",
+        "snowflake://fakesnow/SEGMENTATION/MART/SEGMENT_PROFILE",
     ]
     consumer = bag.dags["segment_consumer"]
     assert [a.uri for a in consumer.timetable.asset_condition.objects] == [

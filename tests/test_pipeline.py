@@ -65,18 +65,26 @@ def test_steps_end_to_end(config):
 
     emb = pipeline.embed_markets(config, MONTH, seqs["path"], model["path"])
     assert (emb["n_markets"], emb["embedding_dim"]) == (12, 32)
-    clusters = pipeline.cluster_markets(config, MONTH, static["path"], emb["path"])
+    clusters = pipeline.cluster_markets(config, MONTH, static["path"], emb["path"], seqs["trends_path"])
     assert 2 <= clusters["n_clusters"] <= 6
+    profiles = read_parquet(clusters["profiles_path"])
+    segments = read_parquet(clusters["path"])
+    assert sorted(profiles["segment_id"]) == sorted(segments["segment_id"].unique())
+    assert profiles["n_markets"].sum() == 12
+    assert profiles["description"].str.len().gt(20).all()
     assert read_json(pipeline.month_dir(config, MONTH) / "metrics.json")["k_curve"]
     assert static["path"].startswith("file:///" if not config.artifacts_dir.startswith("memory") else "memory://")
 
     metrics = clusters | {"final_loss": model["final_loss"]}
-    dry = pipeline.write_month(config, MONTH, clusters["path"], metrics, "run-1", dry_run=True)
+    dry = pipeline.write_month(
+        config, MONTH, clusters["path"], clusters["profiles_path"], metrics, "run-1", dry_run=True
+    )
     assert dry == {"rows_written": 0, "model_version": "lstm_hybrid_v2.0_20131231", "dry_run": True}
     assert _segment_table_rows(config) is None  # a dry run does not even create the table
-    written = pipeline.write_month(config, MONTH, clusters["path"], metrics, "run-1")
+    written = pipeline.write_month(config, MONTH, clusters["path"], clusters["profiles_path"], metrics, "run-1")
     assert written["rows_written"] == 12
     assert _segment_table_rows(config) == 12
+    assert _segment_table_rows(config, config.warehouse.profile_table) == len(profiles)
     assert clusters["previous_month"] is None  # the first month written
     assert clusters["stability"] is None
 
@@ -96,15 +104,15 @@ def test_steps_end_to_end(config):
     assert set(jan["segment_id"]) - set(dec["segment_id"]) <= set(range(int(dec["segment_id"].max()) + 1, 60))
 
 
-def _segment_table_rows(config):
+def _segment_table_rows(config, table="MARKET_SEGMENT"):
     from include.segmentation.warehouse import connect
 
     with connect(config.warehouse) as conn:
         cur = conn.cursor()
-        cur.execute("SELECT COUNT(*) FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_NAME = 'MARKET_SEGMENT'")
+        cur.execute("SELECT COUNT(*) FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_NAME = %s", (table,))
         if cur.fetchone()[0] == 0:
             return None
-        cur.execute("SELECT COUNT(*) FROM MARKET_SEGMENT")
+        cur.execute(f"SELECT COUNT(*) FROM {table}")
         return cur.fetchone()[0]
 
 

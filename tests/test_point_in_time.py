@@ -33,6 +33,7 @@ def _run_month(star: dict, artifacts, monkeypatch) -> dict:
         "sequences": read_npz(steps["build_sequences"]["path"]),
         "embeddings": read_parquet(steps["embed_markets"]["path"]),
         "segments": read_parquet(steps["cluster_markets"]["path"]),
+        "profiles": read_parquet(steps["cluster_markets"]["profiles_path"]),
         "clusters": steps["cluster_markets"],
     }
 
@@ -53,10 +54,11 @@ def test_full_and_truncated_warehouses_give_the_same_month(star, tmp_path, monke
         np.testing.assert_array_equal(full["sequences"][key], cut["sequences"][key])
     pd.testing.assert_frame_equal(full["embeddings"], cut["embeddings"])
     pd.testing.assert_frame_equal(full["segments"], cut["segments"])
+    pd.testing.assert_frame_equal(full["profiles"], cut["profiles"], rtol=1e-12)
     # the same segments, so the same figures (up to summation order in the last bit)
     for key, value in full["clusters"].items():
         if isinstance(value, float):
             assert value == pytest.approx(cut["clusters"][key], rel=1e-12), key
-        elif key != "path":
+        elif not key.endswith("path"):
             assert value == cut["clusters"][key], key
     assert len(full["segments"]) >= 50

@@ -141,3 +141,59 @@ def test_migrations_record_who_moved(fake_conn):
     write_segments(fake_conn, W, dec.iloc[:2], DEC, run("dec2"), previous_month=NOV)
     cur.execute("SELECT COUNT(*) FROM SEGMENT_MIGRATION WHERE SEGMENT_MONTH = '2013-12-01'")
     assert cur.fetchone()[0] == 2
+
+
+def profiles_for(ids, description="Europe markets with declining sales (-2.0%/month)"):
+    from include.segmentation.writeback import PROFILE_FIELDS
+
+    frame = pd.DataFrame({"segment_id": ids})
+    for name in PROFILE_FIELDS:
+        frame[name] = 0.5
+    frame["n_markets"] = 1
+    frame["main_group"], frame["main_country"], frame["examples"] = "Europe", "France", "Paris"
+    frame["description"] = [f"{description} #{i}" for i in ids]
+    frame.loc[0, "seasonality"] = float("nan")  # undefined (short history): NULL in the warehouse
+    return frame
+
+
+def test_profiles_are_written_with_the_segments_and_replaced_with_them(fake_conn):
+    write_segments(fake_conn, W, segs({"A": 1, "B": 2, "C": -1}), DEC, run(), profiles=profiles_for([1, 2, -1]))
+    write_segments(fake_conn, W, segs({"A": 1, "B": 2}), NOV, run("nov"), profiles=profiles_for([1, 2]))
+    cur = fake_conn.cursor()
+    cur.execute(
+        "SELECT SEGMENT_ID, N_MARKETS, SEASONALITY, MAIN_GROUP, DESCRIPTION, RUN_ID FROM SEGMENT_PROFILE "
+        "WHERE SEGMENT_MONTH = '2013-12-01' ORDER BY SEGMENT_ID NULLS LAST"
+    )
+    assert cur.fetchall() == [
+        (1, 1, None, "Europe", "Europe markets with declining sales (-2.0%/month) #1", "r1"),
+        (2, 1, 0.5, "Europe", "Europe markets with declining sales (-2.0%/month) #2", "r1"),
+        (None, 1, 0.5, "Europe", "Europe markets with declining sales (-2.0%/month) #-1", "r1"),
+    ]
+    # a re-run of December with one segment replaces December's profiles and leaves November's
+    write_segments(fake_conn, W, segs({"A": 1, "B": 1}), DEC, run("r2"), profiles=profiles_for([1], "Steady"))
+    cur.execute("SELECT SEGMENT_MONTH, SEGMENT_ID, DESCRIPTION FROM SEGMENT_PROFILE ORDER BY 1, 2")
+    got = [(str(m), s, d) for m, s, d in cur.fetchall()]
+    assert got == [
+        ("2013-11-01", 1, "Europe markets with declining sales (-2.0%/month) #1"),
+        ("2013-11-01", 2, "Europe markets with declining sales (-2.0%/month) #2"),
+        ("2013-12-01", 1, "Steady #1"),
+    ]
+
+
+def test_profiles_must_match_the_segments(fake_conn):
+    write_segments(fake_conn, W, segs({"A": 1, "B": 2}), DEC, run(), profiles=profiles_for([1, 2]))
+    before = rows(fake_conn)
+    with pytest.raises(
+        ValueError, match=r"profiles describe SegmentIDs \[1, 3\] but the segments to write have \[1, 2\]"
+    ):
+        write_segments(fake_conn, W, segs({"A": 1, "B": 2}), DEC, run("r2"), profiles=profiles_for([1, 3]))
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['description'\]"):
+        write_segments(
+            fake_conn,
+            W,
+            segs({"A": 1, "B": 2}),
+            DEC,
+            run("r2"),
+            profiles=profiles_for([1, 2]).drop(columns="description"),
+        )
+    assert rows(fake_conn) == before

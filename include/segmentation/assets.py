@@ -13,5 +13,6 @@ def table_asset(warehouse: WarehouseConfig, table: str) -> Asset:
 
 
 def segment_assets(warehouse: WarehouseConfig) -> list[Asset]:
-    """Assets updated by a successful write of a month's segments: the segment and run tables."""
-    return [table_asset(warehouse, warehouse.market_segment_table), table_asset(warehouse, warehouse.run_table)]
+    """Assets updated by a successful write of a month's segments: the segment, profile and run tables."""
+    tables = (warehouse.market_segment_table, warehouse.profile_table, warehouse.run_table)
+    return [table_asset(warehouse, table) for table in tables]

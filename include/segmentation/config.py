@@ -136,17 +136,18 @@ class WarehouseConfig(_Strict):
     market_segment_table: Identifier = "MARKET_SEGMENT"
     run_table: Identifier = "SEGMENTATION_RUN"
     migration_table: Identifier = "SEGMENT_MIGRATION"
+    profile_table: Identifier = "SEGMENT_PROFILE"
 
     @model_validator(mode="after")
     def _result_tables_are_new(self) -> WarehouseConfig:
         inputs = {self.fact_sale.name, self.territory.name, self.customer.name, self.product.name, self.date.name}
-        results = [self.market_segment_table, self.run_table, self.migration_table]
-        results += [f"{self.market_segment_table}_STAGE", f"{self.migration_table}_STAGE"]
+        results = [self.market_segment_table, self.run_table, self.migration_table, self.profile_table]
+        results += [f"{t}_STAGE" for t in (self.market_segment_table, self.migration_table, self.profile_table)]
         if len(set(results)) < len(results) or inputs & set(results):
             raise ValueError(
-                f"market_segment_table ({self.market_segment_table}), run_table ({self.run_table}) and "
-                f"migration_table ({self.migration_table}) must differ from each other and from the star "
-                "schema's tables"
+                f"market_segment_table ({self.market_segment_table}), run_table ({self.run_table}), "
+                f"migration_table ({self.migration_table}) and profile_table ({self.profile_table}) must "
+                "differ from each other, their _STAGE tables and the star schema's tables"
             )
         return self
 

@@ -26,6 +26,7 @@ from include.segmentation.artifacts import (
 )
 from include.segmentation.clustering import STATIC_FEATURES
 from include.segmentation.config import SegmentationConfig
+from include.segmentation.profiles import market_trends, segment_profiles
 from include.segmentation.warehouse import connect, query_frame, render_sql
 from include.segmentation.writeback import RunRecord, model_version, write_segments
 
@@ -90,8 +91,10 @@ def build_sequences(config: SegmentationConfig, month: pd.Period, static_path: s
     """Monthly aggregates -> scaled windows for training and each eligible market's latest window.
 
     Writes ``sequences.npz`` (``train``: ``(n_windows, seq_len, 4)`` float32; ``latest``:
-    ``(n_markets, seq_len, 4)`` float32; ``markets``; the scaler) and ``excluded.parquet`` (market,
-    reason) for markets lacking static features, a NULL static feature, or enough active months.
+    ``(n_markets, seq_len, 4)`` float32; ``markets``; the scaler), ``trends.parquet`` (each eligible
+    market's ``profiles.TREND_FEATURES`` from its raw monthly revenue) and ``excluded.parquet``
+    (market, reason) for markets lacking static features, a NULL static feature, or enough active
+    months.
     """
     w, s = config.warehouse, config.sequences
     b = _bounds(month, s.history_months)
@@ -147,9 +150,13 @@ def build_sequences(config: SegmentationConfig, month: pd.Period, static_path: s
         pd.DataFrame(sorted(excluded.items()), columns=["market_key", "reason"]),
         month_dir(config, month) / "excluded.parquet",
     )
+    trends = market_trends(grid[eligible, :, 0], s.seq_len)
+    trends.insert(0, "market_key", markets[eligible].astype(str))
+    trends_path = write_parquet(trends, month_dir(config, month) / "trends.parquet")
     return {
         "path": str(path),
         "excluded_path": str(excluded_path),
+        "trends_path": trends_path,
         "n_markets": int(eligible.sum()),
         "n_excluded": len(excluded),
         "n_train_windows": len(train),
@@ -233,11 +240,15 @@ def previous_segments(config: SegmentationConfig, month: pd.Period) -> tuple[pd.
     return ids, prev_month, int(pd.to_numeric(prev["max_id"]).max())
 
 
-def cluster_markets(config: SegmentationConfig, month: pd.Period, static_path: str, embeddings_path: str) -> dict:
-    """Cluster the hybrid features and carry last month's SegmentIDs over (``alignment.py``).
+def cluster_markets(
+    config: SegmentationConfig, month: pd.Period, static_path: str, embeddings_path: str, trends_path: str
+) -> dict:
+    """Cluster the hybrid features, carry last month's SegmentIDs over (``alignment.py``) and profile
+    the segments (``profiles.py``).
 
-    Writes ``segments.parquet`` (with ``segment_id`` and ``previous_segment_id``) and
-    ``metrics.json``; returns k, silhouettes, noise share, stability and the previous month.
+    Writes ``segments.parquet`` (with ``segment_id`` and ``previous_segment_id``),
+    ``profiles.parquet`` (one row per SegmentID with its description) and ``metrics.json``; returns
+    both paths, k, silhouettes, noise share, stability and the previous month.
     """
     from include.segmentation.alignment import align_segment_ids, stability
     from include.segmentation.clustering import cluster_markets as fit
@@ -261,6 +272,11 @@ def cluster_markets(config: SegmentationConfig, month: pd.Period, static_path: s
     ids = align_segment_ids(markets, result.labels, previous, first_new_id=max_id + 1)
     segments = static.assign(segment_id=ids, previous_segment_id=static["market_key"].map(previous))
     path = write_parquet(segments, month_dir(config, month) / "segments.parquet")
+    trends = read_parquet(trends_path)
+    profiles = segment_profiles(segments.merge(trends, on="market_key", how="left"))
+    profiles_path = write_parquet(profiles, month_dir(config, month) / "profiles.parquet")
+    for row in profiles.itertuples():
+        log.info("segment %d (%d markets): %s", row.segment_id, row.n_markets, row.description)
     metrics = {
         "algorithm": result.algorithm,
         "n_clusters": result.n_clusters,
@@ -286,18 +302,24 @@ def cluster_markets(config: SegmentationConfig, month: pd.Period, static_path: s
         log.info("%.0f%% of markets keep their %s SegmentID", 100 * metrics["stability"], previous_month)
     # XCom is JSON: undefined figures travel as null, not NaN.
     small = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in metrics.items()}
-    return {"path": path, **{k: v for k, v in small.items() if not k.startswith("k_curve")}}
+    return {
+        "path": path,
+        "profiles_path": profiles_path,
+        **{k: v for k, v in small.items() if not k.startswith("k_curve")},
+    }
 
 
 def write_month(
     config: SegmentationConfig,
     month: pd.Period,
     segments_path: str,
+    profiles_path: str,
     metrics: dict,
     run_id: str,
     dry_run: bool = False,
 ) -> dict:
-    """Write the month's SegmentIDs and run record (``writeback.write_segments``); nothing if ``dry_run``."""
+    """Write the month's SegmentIDs, segment profiles and run record (``writeback.write_segments``);
+    nothing if ``dry_run``."""
     segments = read_parquet(segments_path)
     excluded = read_parquet(month_dir(config, month) / "excluded.parquet")
     record = RunRecord(
@@ -322,7 +344,9 @@ def write_month(
     previous_month = pd.Period(metrics["previous_month"], "M") if metrics.get("previous_month") else None
     columns = ["market_key", "segment_id", "previous_segment_id"]
     with connect(config.warehouse) as conn:
-        written = write_segments(conn, config.warehouse, segments[columns], month, record, previous_month)
+        written = write_segments(
+            conn, config.warehouse, segments[columns], month, record, previous_month, read_parquet(profiles_path)
+        )
     return {"rows_written": written, "model_version": record.model_version, "dry_run": False}
 
 
@@ -360,9 +384,9 @@ def run_month(config: SegmentationConfig, month: pd.Period, run_id: str, dry_run
     sequences = build_sequences(config, month, static["path"])
     model = train_autoencoder(config, month, sequences["path"])
     embeddings = embed_markets(config, month, sequences["path"], model["path"])
-    clusters = cluster_markets(config, month, static["path"], embeddings["path"])
+    clusters = cluster_markets(config, month, static["path"], embeddings["path"], sequences["trends_path"])
     metrics = clusters | {"final_loss": model["final_loss"]}
-    written = write_month(config, month, clusters["path"], metrics, run_id, dry_run=dry_run)
+    written = write_month(config, month, clusters["path"], clusters["profiles_path"], metrics, run_id, dry_run)
     return {
         "extract_static_features": static,
         "build_sequences": sequences,

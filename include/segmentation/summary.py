@@ -1,4 +1,4 @@
-"""Print a month's segments as written to the warehouse: run figures and a per-segment summary.
+"""Print a month's segments as written to the warehouse: run figures, segment profiles and descriptions.
 
 python -m include.segmentation.summary --month 2013-12
 """
@@ -10,11 +10,10 @@ import logging
 
 import pandas as pd
 
-from include.segmentation.artifacts import read_parquet
+from include.segmentation.clustering import STATIC_FEATURES
 from include.segmentation.config import load_config
 from include.segmentation.months import parse_month
-from include.segmentation.pipeline import month_dir
-from include.segmentation.profiles import segment_summary
+from include.segmentation.profiles import TREND_FEATURES
 from include.segmentation.warehouse import connect, query_frame, render_sql
 
 
@@ -31,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     with connect(config.warehouse) as conn:
         rows = query_frame(conn, render_sql("month_segments.sql", config.warehouse), params)
         runs = query_frame(conn, render_sql("month_runs.sql", config.warehouse), params)
+        profiles = query_frame(conn, render_sql("month_profiles.sql", config.warehouse), params)
     if rows.empty:
         print(f"no segments written for {month}")
         return 1
@@ -41,13 +41,16 @@ def main(argv: list[str] | None = None) -> int:
         f"silhouette  hybrid={run.silhouette_hybrid:.3f}  LSTM-only={run.silhouette_lstm:.3f}  "
         f"static-only={run.silhouette_static:.3f}   (excluded markets: {run.n_excluded})\n"
     )
-    features = read_parquet(month_dir(config, month) / "static.parquet").drop(
-        columns=["territory_group", "market_name"]
-    )
-    segments = rows.merge(features, on="market_key", how="left")
-    segments["segment_id"] = segments["segment_id"].fillna(-1).astype(int)
-    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 3):
-        print(segment_summary(segments).to_string(index=False))
+    if profiles.empty:
+        print("no segment profiles written for this month")
+        return 1
+    profiles["segment"] = profiles["segment_id"].map(lambda v: "unassigned" if pd.isna(v) else str(int(v)))
+    columns = ["segment", "n_markets", *STATIC_FEATURES, *TREND_FEATURES, "main_group"]
+    with pd.option_context("display.width", 250, "display.max_columns", 30, "display.precision", 3):
+        print(profiles[columns].to_string(index=False))
+    print()
+    for row in profiles.itertuples():
+        print(f"segment {row.segment:>10}  ({row.n_markets} markets, e.g. {row.examples}): {row.description}")
     return 0
 
 

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from include.segmentation.clustering import STATIC_FEATURES
+from include.segmentation.profiles import TREND_FEATURES
 from include.segmentation.warehouse import insert_rows, render_sql, split_statements
 
 if TYPE_CHECKING:
@@ -24,6 +26,18 @@ if TYPE_CHECKING:
 
 STAGE_COLUMNS = ("MARKET_KEY", "SEGMENT_MONTH", "SEGMENT_ID", "MODEL_VERSION", "ALGORITHM", "RUN_ID")
 MIGRATION_COLUMNS = ("MARKET_KEY", "SEGMENT_MONTH", "PREVIOUS_MONTH", "PREVIOUS_SEGMENT_ID", "SEGMENT_ID", "MOVED")
+#: ``profiles.segment_profiles`` columns written to the profile table (upper-cased there).
+PROFILE_FIELDS = (
+    "n_markets",
+    "share",
+    *STATIC_FEATURES,
+    *TREND_FEATURES,
+    "main_group",
+    "group_share",
+    "main_country",
+    "examples",
+    "description",
+)
 
 
 def model_version(prefix: str, month: pd.Period) -> str:
@@ -114,6 +128,28 @@ def migration_rows(rows: list[tuple], segments: pd.DataFrame, previous_month: pd
     return out
 
 
+def profile_rows(profiles: pd.DataFrame, rows: list[tuple], month: pd.Period, run: RunRecord) -> list[tuple]:
+    """Rows for the profile stage table from ``profiles.segment_profiles``' frame (SegmentID -1 -> NULL).
+
+    Raises ``ValueError`` naming a missing column, or a profiled SegmentID that no market of
+    ``rows`` (``segment_rows``' output) has, or a segment without a profile: profiles and
+    SegmentIDs are written together and must describe the same segments.
+    """
+    missing = [c for c in ("segment_id", *PROFILE_FIELDS) if c not in profiles.columns]
+    if missing:
+        raise ValueError(f"profiles frame is missing column(s) {missing}")
+    ids = [None if pd.isna(s) or s == -1 else int(s) for s in profiles["segment_id"]]
+    assigned = {seg_id for _, _, seg_id, *_ in rows}
+    if set(ids) != assigned or len(ids) != len(set(ids)):
+        raise ValueError(
+            f"profiles describe SegmentIDs {sorted(ids, key=str)} but the segments to write have "
+            f"{sorted(assigned, key=str)} (None = unassigned); each needs exactly one profile"
+        )
+    first_day = month.start_time.date()
+    values = profiles[list(PROFILE_FIELDS)].astype(object).itertuples(index=False)
+    return [(first_day, seg_id, *map(_bindable, v), run.run_id) for seg_id, v in zip(ids, values, strict=True)]
+
+
 def write_segments(
     conn: SnowflakeConnection,
     warehouse: WarehouseConfig,
@@ -121,14 +157,19 @@ def write_segments(
     month: pd.Period,
     run: RunRecord,
     previous_month: pd.Period | None = None,
+    profiles: pd.DataFrame | None = None,
 ) -> int:
-    """Replace ``month``'s rows of the segment and migration tables and record ``run``, atomically.
+    """Replace ``month``'s rows of the segment, migration and profile tables and record ``run``, atomically.
 
     ``segments`` has ``market_key``, ``segment_id`` and optionally ``previous_segment_id`` (the
-    market's SegmentID in ``previous_month``). Creates the result tables on first use. Returns the
-    number of segment rows written. Raises what the warehouse raises, after rolling back.
+    market's SegmentID in ``previous_month``); ``profiles`` is ``profiles.segment_profiles``' frame
+    (``None``: the month gets no profile rows, as old ones would describe other segments). Creates
+    the result tables on first use. Returns the number of segment rows written. Raises
+    ``ValueError`` for bad rows before touching the warehouse, and what the warehouse raises after
+    rolling back.
     """
     rows = segment_rows(segments, month, run)
+    profile_stage = profile_rows(profiles, rows, month, run) if profiles is not None else []
     cur = conn.cursor()
     # DDL commits implicitly in Snowflake, so it runs before the transaction opens.
     for stmt in split_statements(render_sql("create_result_tables.sql", warehouse)):
@@ -137,6 +178,8 @@ def write_segments(
     insert_rows(
         conn, f"{warehouse.migration_table}_STAGE", MIGRATION_COLUMNS, migration_rows(rows, segments, previous_month)
     )
+    profile_columns = ("SEGMENT_MONTH", "SEGMENT_ID", *(c.upper() for c in PROFILE_FIELDS), "RUN_ID")
+    insert_rows(conn, f"{warehouse.profile_table}_STAGE", profile_columns, profile_stage)
     params = {k: _bindable(v) for k, v in asdict(run).items()}
     params["segment_month"] = month.start_time.date()
     cur.execute("BEGIN")

@@ -32,6 +32,29 @@ CREATE TABLE IF NOT EXISTS {{ w.migration_table }} (
     SEGMENT_ID           NUMBER(4, 0),
     MOVED                BOOLEAN NOT NULL   -- segmented in both months, under different SegmentIDs
 );
+CREATE TABLE IF NOT EXISTS {{ w.profile_table }} (
+    SEGMENT_MONTH        DATE          NOT NULL,
+    SEGMENT_ID           NUMBER(4, 0),            -- NULL: the unassigned (noise) markets
+    N_MARKETS            NUMBER(10, 0) NOT NULL,
+    SHARE                FLOAT         NOT NULL,  -- share 0-1 of the month's segmented markets
+    AVG_DISCOUNT         FLOAT,                   -- means over the segment's markets (units as in the
+    PLATINUM_SHARE       FLOAT,                   -- static features: fractions 0-1, LTV in currency,
+    GOLD_SHARE           FLOAT,                   -- counts of product lines and subcategories)
+    SILVER_SHARE         FLOAT,
+    AVG_LTV              FLOAT,
+    TOTAL_PRODUCT_LINES  FLOAT,
+    TOTAL_SUBCATEGORIES  FLOAT,
+    TREND_SLOPE          FLOAT,                   -- medians over the segment's markets: revenue trend per
+    RECENT_GROWTH        FLOAT,                   -- month over mean monthly revenue; last 3 months over
+    VOLATILITY           FLOAT,                   -- the 3 before, minus 1; std / mean of monthly revenue;
+    SEASONALITY          FLOAT,                   -- seasonal strength 0-1 (profiles.market_trends)
+    MAIN_GROUP           VARCHAR,
+    GROUP_SHARE          FLOAT,                   -- share 0-1 of the segment in MAIN_GROUP
+    MAIN_COUNTRY         VARCHAR,
+    EXAMPLES             VARCHAR,
+    DESCRIPTION          VARCHAR       NOT NULL,
+    RUN_ID               VARCHAR       NOT NULL
+);
 CREATE OR REPLACE TEMPORARY TABLE {{ w.market_segment_table }}_STAGE (
     MARKET_KEY     VARCHAR NOT NULL,
     SEGMENT_MONTH  DATE    NOT NULL,
@@ -48,3 +71,4 @@ CREATE OR REPLACE TEMPORARY TABLE {{ w.migration_table }}_STAGE (
     SEGMENT_ID           NUMBER(4, 0),
     MOVED                BOOLEAN NOT NULL
 );
+CREATE OR REPLACE TEMPORARY TABLE {{ w.profile_table }}_STAGE LIKE {{ w.profile_table }};

@@ -1,0 +1,102 @@
+"""Segment profiles and descriptions on small constructed markets with known answers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from include.segmentation.clustering import STATIC_FEATURES
+from include.segmentation.profiles import TREND_FEATURES, describe, market_trends, segment_profiles
+
+T = np.arange(36, dtype=np.float64)
+
+
+def test_trends_of_exact_growth_decline_and_season():
+    revenue = np.stack(
+        [
+            100 + 2 * T,  # grows by 2 a month
+            500 - 10 * T,  # declines by 10 a month
+            100 * (1 + 0.5 * np.sin(2 * np.pi * T / 12)),  # pure yearly season around a flat level
+            np.r_[np.zeros(33), np.full(3, 100.0)],  # opened 3 months ago: nothing before to compare
+            np.zeros(36),  # no sales in the window at all
+        ]
+    )
+    trends = market_trends(revenue, seq_len=12)
+    assert list(trends.columns) == list(TREND_FEATURES)
+    # the last 12 months are t = 24..35, mean t = 29.5: the slope over the window's mean revenue
+    assert trends["trend_slope"].iloc[0] == pytest.approx(2 / (100 + 2 * 29.5))
+    assert trends["trend_slope"].iloc[1] == pytest.approx(-10 / (500 - 10 * 29.5))
+    window = revenue[0, -12:]
+    assert trends["volatility"].iloc[0] == pytest.approx(window.std() / window.mean())
+    assert trends["recent_growth"].iloc[0] == pytest.approx(window[-3:].sum() / window[-6:-3].sum() - 1)
+    assert trends["seasonality"].iloc[2] == pytest.approx(1.0)  # the season explains all variation
+    assert trends["seasonality"].iloc[:2].tolist() == pytest.approx([0.0, 0.0], abs=1e-9)  # lines have none
+    assert np.isnan(trends["recent_growth"].iloc[3])
+    assert trends.iloc[4][["trend_slope", "recent_growth", "volatility"]].isna().all()
+    assert trends["seasonality"].iloc[4] == 0.0
+
+
+def test_short_history_has_no_seasonality_and_bad_input_is_refused():
+    trends = market_trends(np.full((2, 12), 50.0), seq_len=12)
+    assert trends["seasonality"].isna().all()
+    assert trends["trend_slope"].tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="seq_len=12 must be in"):
+        market_trends(np.ones((2, 8)), seq_len=12)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        market_trends(np.array([[1.0] * 11 + [np.nan]]), seq_len=6)
+    with pytest.raises(ValueError, match=r"\(n_markets, n_months\)"):
+        market_trends(np.ones(12), seq_len=6)
+
+
+def _markets():
+    rows = []
+    for i in range(6):  # segment 1: European, high Platinum share, declining
+        rows.append((1, f"EU-{i}", "France", "Europe", 0.40, -0.04))
+    for i in range(6):  # segment 2: North American, low Platinum share, growing
+        rows.append((2, f"NA-{i}", "United States", "North America", 0.10, 0.03))
+    rows.append((-1, "XX-0", "Australia", "Pacific", 0.25, 0.0))
+    frame = pd.DataFrame(rows, columns=["segment_id", "market_name", "country", "territory_group", "p", "slope"])
+    for name in STATIC_FEATURES:
+        frame[name] = 1.0
+    frame["platinum_share"] = frame.pop("p")
+    frame["trend_slope"] = frame.pop("slope")
+    frame["recent_growth"], frame["volatility"], frame["seasonality"] = 0.0, 0.1, 0.2
+    return frame
+
+
+def test_profiles_give_size_means_region_and_a_description_per_segment():
+    profiles = segment_profiles(_markets()).set_index("segment_id")
+    assert profiles.loc[1, "n_markets"] == 6
+    assert profiles.loc[1, "share"] == pytest.approx(6 / 13)
+    assert profiles.loc[1, "platinum_share"] == pytest.approx(0.40)
+    assert profiles.loc[2, "main_group"] == "North America"
+    assert profiles.loc[2, "main_country"] == "United States"
+    assert profiles.loc[2, "group_share"] == 1.0
+    assert profiles.loc[1, "examples"] == "EU-0, EU-1, EU-2"
+    # population mean of the Platinum share: (6 * 0.40 + 6 * 0.10 + 0.25) / 13 = 0.25
+    assert profiles.loc[1, "description"] == (
+        "Europe markets with declining sales (-4.0%/month) and a high Platinum share (40% vs 25%)"
+    )
+    assert profiles.loc[2, "description"] == (
+        "North America markets with a low Platinum share (10% vs 25%) and growing sales (+3.0%/month)"
+    )
+    assert profiles.loc[-1, "description"] == "Unassigned markets (noise) close to the average on every feature"
+
+
+def test_mixed_regions_and_missing_columns():
+    markets = _markets()
+    markets.loc[markets["segment_id"] == 1, "territory_group"] = ["Europe"] * 3 + ["Pacific"] * 3
+    profiles = segment_profiles(markets).set_index("segment_id")
+    assert profiles.loc[1, "group_share"] == 0.5
+    assert profiles.loc[1, "description"].startswith("Markets from several regions with ")
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['seasonality'\]"):
+        segment_profiles(markets.drop(columns="seasonality"))
+    with pytest.raises(ValueError, match="no markets to profile"):
+        segment_profiles(markets.iloc[:0])
+
+
+def test_describe_caps_the_number_of_features():
+    markets = _markets()
+    profiles = segment_profiles(markets)
+    values = markets[[*STATIC_FEATURES, *TREND_FEATURES]]
+    one = describe(profiles, values, max_features=1)
+    assert one[1] == "Europe markets with declining sales (-4.0%/month)"
