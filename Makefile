@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv services warehouse-start warehouse-stop warehouse-load clean
+.PHONY: demo test lint venv services warehouse-start warehouse-stop warehouse-load load clean
 
 venv: $(STAMP)
 
@@ -16,7 +16,8 @@ $(STAMP): requirements.txt requirements-dev.txt
 demo: $(STAMP)
 	scripts/demo.sh
 
-# PostgreSQL and Redis (Debian packages) for the CeleryExecutor test; the tests start their own instances.
+# PostgreSQL and Redis (CeleryExecutor test) and Chromium (UI plugin test), from Debian's packages;
+# the tests start their own instances.
 services:
 	scripts/install_services.sh
 
@@ -35,6 +36,11 @@ warehouse-stop:
 
 warehouse-load: $(STAMP)
 	scripts/warehouse.sh load
+
+# Your own flat sales extract into the embedded warehouse: make load FILE=sales.csv [MAPPING=mapping.yaml]
+load: $(STAMP)
+	@test -n "$(FILE)" || { echo "usage: make load FILE=sales.csv [MAPPING=mapping.yaml]"; exit 2; }
+	scripts/warehouse.sh load-file "$(FILE)" $(MAPPING)
 
 clean: warehouse-stop
 	rm -rf .airflow .warehouse artifacts

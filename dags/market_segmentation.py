@@ -5,14 +5,20 @@ Segments every market for one calendar month from a Snowflake star schema:
 
 1. **extract_static_features**: discount, Platinum/Gold/Silver shares, customer lifetime value,
    product-line and subcategory breadth per market (SQL in the warehouse);
-2. **build_sequences**: monthly revenue, growth, customers and quantity per market, windows of
-   `seq_len` months ending at the run's month;
-3. **train_autoencoder**: LSTM autoencoder (GPU queue in production, CPU otherwise);
-4. **embed_markets**: each market's latest window to a 32-D embedding;
-5. **cluster_markets**: standardized static features + embedding, K-Means / DBSCAN / HDBSCAN, with
+2. **build_sequences**: monthly revenue, growth, customers and quantity per market over
+   `history_months` ending at the run's month (runs beside step 1);
+3. **check_data_quality**: loyalty values, lifetime values, NULL keys, duplicate lines, future-dated
+   lines, returns, constant or inactive series, markets with only static or only sequence data;
+   each check fails the run, excludes the markets or warns, as configured (`quality` in the
+   configuration); then the model's windows of `seq_len` months for the markets that pass;
+4. **train_autoencoder**: LSTM autoencoder (GPU queue in production, CPU otherwise);
+5. **embed_markets**: each market's latest window to a 32-D embedding;
+6. **cluster_markets**: standardized static features + embedding, K-Means / DBSCAN / HDBSCAN, with
    silhouettes for hybrid, LSTM-only and static-only; SegmentIDs carried over from the month before;
    a profile and one-line description per segment;
-6. **write_segments**: in one transaction, the month's rows of `MARKET_SEGMENT`,
+7. **build_report**: the run's HTML report (PCA scatter, loss and k curves, profiles, markets that
+   moved), shown under "Market segments" in the Airflow UI;
+8. **write_segments**: in one transaction, the month's rows of `MARKET_SEGMENT`,
    `SEGMENT_MIGRATION` and `SEGMENT_PROFILE` replaced and one row added to `SEGMENTATION_RUN`;
    updates their Assets.
 
@@ -72,22 +78,29 @@ def market_segmentation():
         return _step("extract_static_features")
 
     @task(multiple_outputs=False)
-    def build_sequences(static: dict) -> dict:
-        return _step("build_sequences", static["path"])
-
-    @task(multiple_outputs=False, queue=DEFAULTS.train_queue)
-    def train_autoencoder(sequences: dict) -> dict:
-        return _step(
-            "train_autoencoder", sequences["path"], force=bool(get_current_context()["params"]["force_retrain"])
-        )
+    def build_sequences() -> dict:
+        return _step("build_sequences")
 
     @task(multiple_outputs=False)
-    def embed_markets(sequences: dict, model: dict) -> dict:
-        return _step("embed_markets", sequences["path"], model["path"])
+    def check_data_quality(static: dict, sequences: dict) -> dict:
+        return _step("check_data_quality", static["path"], sequences["path"])
+
+    @task(multiple_outputs=False, queue=DEFAULTS.train_queue)
+    def train_autoencoder(checked: dict) -> dict:
+        return _step("train_autoencoder", checked["path"], force=bool(get_current_context()["params"]["force_retrain"]))
+
+    @task(multiple_outputs=False)
+    def embed_markets(checked: dict, model: dict) -> dict:
+        return _step("embed_markets", checked["path"], model["path"])
 
     @task(multiple_outputs=False)
     def cluster_markets(static: dict, sequences: dict, embeddings: dict) -> dict:
         return _step("cluster_markets", static["path"], embeddings["path"], sequences["trends_path"])
+
+    # Beside the write, so a dry run still gets its report and a report problem never holds back segments.
+    @task(multiple_outputs=False)
+    def build_report(clusters: dict) -> dict:
+        return _step("build_report")
 
     # Outlets: a successful write updates the segment assets; a failed or dry run (skipped) does not.
     @task(multiple_outputs=False, outlets=segment_assets(DEFAULTS.warehouse))
@@ -105,10 +118,13 @@ def market_segmentation():
         return result
 
     static = extract_static_features()
-    sequences = build_sequences(static)
-    model = train_autoencoder(sequences)
-    embeddings = embed_markets(sequences, model)
-    write_segments(cluster_markets(static, sequences, embeddings), model)
+    sequences = build_sequences()
+    checked = check_data_quality(static, sequences)
+    model = train_autoencoder(checked)
+    embeddings = embed_markets(checked, model)
+    clusters = cluster_markets(static, sequences, embeddings)
+    build_report(clusters)
+    write_segments(clusters, model)
 
 
 market_segmentation()

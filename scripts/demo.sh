@@ -20,7 +20,8 @@ AIRFLOW_CONN_SNOWFLAKE_DEFAULT="$(python -m include.segmentation.emulator conn-u
 export AIRFLOW_CONN_SNOWFLAKE_DEFAULT
 
 if ! scripts/warehouse.sh status >/dev/null; then trap 'scripts/warehouse.sh stop' EXIT; fi
-scripts/warehouse.sh load "${DEMO_SOURCE:-auto}"
+# DEMO_SOURCE=keep: segment what is loaded already (e.g. your own extract, `make load FILE=...`).
+if [[ "${DEMO_SOURCE:-auto}" != keep ]]; then scripts/warehouse.sh load "${DEMO_SOURCE:-auto}"; fi
 scripts/warehouse.sh start
 
 mkdir -p "$AIRFLOW_HOME"

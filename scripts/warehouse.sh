@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start, stop or (re)load the embedded Snowflake emulator (fakesnow served on 127.0.0.1).
-#   scripts/warehouse.sh start|stop|status|load [auto|adventureworks|synthetic]
+#   scripts/warehouse.sh start|stop|status|load [auto|adventureworks|synthetic]|load-file FILE [MAPPING]
 # The server's PID is kept in $WAREHOUSE_DIR/server.pid and it is stopped by that PID.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -56,5 +56,15 @@ case "${1:-}" in
     python -m include.segmentation.emulator load --db-path "$WAREHOUSE_DIR" --source "${2:-auto}"
     if [[ $was_running == 1 ]]; then start; fi
     ;;
-  *) echo "usage: $0 start|stop|status|load [auto|adventureworks|synthetic]"; exit 2 ;;
+  load-file)
+    # A flat sales extract (CSV/parquet) as the star schema (include/segmentation/flatfile.py).
+    [[ -n "${2:-}" ]] || { echo "usage: $0 load-file FILE [MAPPING]"; exit 2; }
+    was_running=0; running && was_running=1
+    stop
+    rc=0
+    python -m include.segmentation.flatfile load "$2" ${3:+--mapping "$3"} --db-path "$WAREHOUSE_DIR" || rc=$?
+    if [[ $was_running == 1 ]]; then start; fi
+    exit $rc
+    ;;
+  *) echo "usage: $0 start|stop|status|load [auto|adventureworks|synthetic]|load-file FILE [MAPPING]"; exit 2 ;;
 esac

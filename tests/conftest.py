@@ -230,3 +230,26 @@ def wait_for_runs(port: int, run_ids: list[str], timeout: float, processes: dict
         dead = [name for name, p in processes.items() if p.poll() is not None]
         assert not dead, f"Airflow component(s) {dead} died"
         time.sleep(3)
+
+
+@pytest.fixture(scope="session")
+def segmented_months(tmp_path_factory):
+    """Two months (``tests.ui_helpers.MONTHS``) segmented on the synthetic warehouse, served on a free
+    port for the whole session, with their artifacts and reports (``ui_helpers.SegmentedWarehouse``)."""
+    from tests.ui_helpers import segmented_warehouse
+
+    with segmented_warehouse(tmp_path_factory.mktemp("segmented")) as segmented:
+        yield segmented
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium (``apt-get install chromium``) for Playwright. Missing: skip, but fail under CI=true."""
+    from tests.ui_helpers import CHROMIUM
+
+    if not Path(CHROMIUM).exists():
+        message = f"{CHROMIUM} not found (apt-get install -y chromium)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message}; CI=true, so the browser test must not be skipped")
+        pytest.skip(message)
+    return CHROMIUM

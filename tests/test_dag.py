@@ -14,9 +14,11 @@ from tests.conftest import ROOT
 TASKS = [
     "extract_static_features",
     "build_sequences",
+    "check_data_quality",
     "train_autoencoder",
     "embed_markets",
     "cluster_markets",
+    "build_report",
     "write_segments",
 ]
 
@@ -57,11 +59,13 @@ def test_tasks_and_dependencies(dag):
     assert sorted(dag.task_ids) == sorted(TASKS)
     down = {t: sorted(dag.get_task(t).downstream_task_ids) for t in TASKS}
     assert down == {
-        "extract_static_features": ["build_sequences", "cluster_markets"],
-        "build_sequences": ["cluster_markets", "embed_markets", "train_autoencoder"],
+        "extract_static_features": ["check_data_quality", "cluster_markets"],
+        "build_sequences": ["check_data_quality", "cluster_markets"],
+        "check_data_quality": ["embed_markets", "train_autoencoder"],
         "train_autoencoder": ["embed_markets", "write_segments"],
         "embed_markets": ["cluster_markets"],
-        "cluster_markets": ["write_segments"],
+        "cluster_markets": ["build_report", "write_segments"],
+        "build_report": [],
         "write_segments": [],
     }
     assert dag.doc_md.strip().startswith("### Monthly hybrid market segmentation")

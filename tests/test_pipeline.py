@@ -23,10 +23,18 @@ def config(request, tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(8765))
     star = synthetic_star(n_markets=12, start="2012-01", end="2013-12", seed=5)
     # a market whose only sale is long before the window: monthly history but no static features
-    old = star["fact_sale"].iloc[[0]].assign(MARKET_KEY="DE-OLD", ORDER_DATE=pd.Timestamp("2012-02-03"))
+    old = (
+        star["fact_sale"]
+        .iloc[[0]]
+        .assign(MARKET_KEY="DE-OLD", ORDER_DATE=pd.Timestamp("2012-02-03"), SALES_ORDER_NUMBER="SO-OLD")
+    )
     star["fact_sale"] = pd.concat([star["fact_sale"], old], ignore_index=True)
     # a market that opened in the window's last month: too few active months
-    new = star["fact_sale"].iloc[[1]].assign(MARKET_KEY="DE-NEW", ORDER_DATE=pd.Timestamp("2013-12-15"))
+    new = (
+        star["fact_sale"]
+        .iloc[[1]]
+        .assign(MARKET_KEY="DE-NEW", ORDER_DATE=pd.Timestamp("2013-12-15"), SALES_ORDER_NUMBER="SO-NEW")
+    )
     star["fact_sale"] = pd.concat([star["fact_sale"], new], ignore_index=True)
     cfg = SegmentationConfig.model_validate(
         {
@@ -45,25 +53,35 @@ def config(request, tmp_path, monkeypatch):
 def test_steps_end_to_end(config):
     static = pipeline.extract_static_features(config, MONTH)
     assert static["n_markets"] == 13  # 12 synthetic + DE-NEW (DE-OLD sold nothing in the window)
-    seqs = pipeline.build_sequences(config, MONTH, static["path"])
-    excluded = read_parquet(seqs["excluded_path"]).set_index("market_key")["reason"].to_dict()
-    assert excluded == {
-        "DE-NEW": "sales in 1 of the last 6 months (< 3)",
-        "DE-OLD": "no static features in the window",
+    seqs = pipeline.build_sequences(config, MONTH)
+    assert seqs["n_markets"] == 14  # every market with sales in the 24 months of history
+    assert read_npz(seqs["path"])["features"].shape == (14, 24, 4)
+    checked = pipeline.check_data_quality(config, MONTH, static["path"], seqs["path"])
+    excluded = read_parquet(checked["excluded_path"]).groupby("market_key")["check"].agg(sorted).to_dict()
+    assert excluded == {"DE-NEW": ["inactive"], "DE-OLD": ["inactive", "no_static"]}
+    assert checked["flagged"] == {"inactive": 2, "no_static": 1}
+    assert checked["n_excluded"] == 2
+    quality = read_json(checked["quality_path"])
+    assert quality["checks"]["inactive"] == {
+        "policy": "exclude",
+        "count": 2,
+        "unit": "markets",
+        "n_markets": 2,
+        "examples": ["DE-NEW", "DE-OLD"],
     }
-    assert seqs["n_markets"] == 12
-    data = read_npz(seqs["path"])
+    assert checked["n_markets"] == 12
+    data = read_npz(checked["path"])
     assert data["latest"].shape == (12, 6, 4)
     assert data["latest"].dtype == np.float32
-    assert data["train"].shape[0] == seqs["n_train_windows"] >= 12 * 19  # every market had 24 months of sales
+    assert data["train"].shape[0] == checked["n_train_windows"] == 12 * 19  # every market had 24 months of sales
 
-    model = pipeline.train_autoencoder(config, MONTH, seqs["path"])
+    model = pipeline.train_autoencoder(config, MONTH, checked["path"])
     assert model["device"] == "cpu"
     assert model["epochs"] >= 1
-    again = pipeline.train_autoencoder(config, MONTH, seqs["path"])
+    again = pipeline.train_autoencoder(config, MONTH, checked["path"])
     assert again == model  # reused: same data, settings and seed
 
-    emb = pipeline.embed_markets(config, MONTH, seqs["path"], model["path"])
+    emb = pipeline.embed_markets(config, MONTH, checked["path"], model["path"])
     assert (emb["n_markets"], emb["embedding_dim"]) == (12, 32)
     clusters = pipeline.cluster_markets(config, MONTH, static["path"], emb["path"], seqs["trends_path"])
     assert 2 <= clusters["n_clusters"] <= 6
@@ -131,15 +149,21 @@ def test_unknown_customers_and_duplicate_markets_are_named(tmp_path, monkeypatch
         {"artifacts_dir": str(tmp_path), "sequences": {"seq_len": 6, "history_months": 6, "min_active_months": 1}}
     )
     star = dict(tiny_star)
-    stranger = tiny_star["fact_sale"].iloc[[3]].assign(MARKET_KEY="C", CUSTOMER_KEY=99)  # not in DIM_CUSTOMER
+    stranger = (
+        tiny_star["fact_sale"].iloc[[3]].assign(MARKET_KEY="C", CUSTOMER_KEY=99, SALES_ORDER_NUMBER="SO-C")
+    )  # not in DIM_CUSTOMER
     star["fact_sale"] = pd.concat([tiny_star["fact_sale"], stranger], ignore_index=True)
     with fakesnow.patch():
         conn = snowflake.connector.connect(database="SEGMENTATION", schema="MART")
         load_star(conn, star, cfg.warehouse)
         static = pipeline.extract_static_features(cfg, MONTH)
-        seqs = pipeline.build_sequences(cfg, MONTH, static["path"])
-        excluded = read_parquet(seqs["excluded_path"]).set_index("market_key")["reason"].to_dict()
-        assert excluded == {"C": "none of its customers is in DIM_CUSTOMER"}
+        seqs = pipeline.build_sequences(cfg, MONTH)
+        with pytest.raises(ValueError, match=r"2 market\(s\) left for 2013-12 .* needs at least 3"):
+            pipeline.check_data_quality(cfg, MONTH, static["path"], seqs["path"])
+        excluded = read_parquet(pipeline.month_dir(cfg, MONTH) / "excluded.parquet")
+        assert excluded.groupby("market_key")["check"].agg(sorted).to_dict() == {
+            "C": ["missing_static", "unknown_customers"]
+        }
         conn.cursor().execute("INSERT INTO DIM_TERRITORY VALUES ('A', 'Alpha again', 'X', 'Europe')")
         with pytest.raises(ValueError, match="market 'A' has more than one row in DIM_TERRITORY"):
             pipeline.extract_static_features(cfg, MONTH)

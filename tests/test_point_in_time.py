@@ -30,7 +30,7 @@ def _run_month(star: dict, artifacts, monkeypatch) -> dict:
         steps = pipeline.run_month(config, MONTH, run_id="pit", dry_run=True)
     return {
         "static": read_parquet(steps["extract_static_features"]["path"]),
-        "sequences": read_npz(steps["build_sequences"]["path"]),
+        "sequences": read_npz(steps["check_data_quality"]["path"]),
         "embeddings": read_parquet(steps["embed_markets"]["path"]),
         "segments": read_parquet(steps["cluster_markets"]["path"]),
         "profiles": read_parquet(steps["cluster_markets"]["profiles_path"]),

@@ -173,9 +173,11 @@ def cluster_markets(static: np.ndarray, embedding: np.ndarray, config: ClusterCo
     if n < 3:
         raise ValueError(f"clustering needs at least 3 markets, got {n}")
     if static.shape[1] == len(STATIC_FEATURES):
-        bad = [name for name, ok in zip(STATIC_FEATURES, np.isfinite(static).all(axis=0), strict=True) if not ok]
+        with np.errstate(over="ignore", invalid="ignore"):
+            ok = np.isfinite(static).all(axis=0) & np.isfinite(static.std(axis=0))
+        bad = [name for name, fine in zip(STATIC_FEATURES, ok, strict=True) if not fine]
         if bad:
-            raise ValueError(f"static feature(s) {bad} contain NaN or infinite values")
+            raise ValueError(f"static feature(s) {bad} contain NaN, infinite or too large values")
     hybrid = hybrid_features(static, embedding, config.static_weight)
     if not hybrid.any():
         raise ValueError(f"all {n} markets have identical features: there is nothing to segment")

@@ -67,6 +67,11 @@ class FactSaleTable(_Strict):
         description="'fraction': the discount column is a rate 0-1 per line; "
         "'amount': it is a currency amount taken off the line (AvgDiscount = discount / gross).",
     )
+    line_key: tuple[Identifier, ...] = Field(
+        ("SALES_ORDER_NUMBER", "SALES_ORDER_LINE"),
+        description="Columns that identify one fact line, for the duplicate_lines check; empty: lines equal "
+        "in every mapped column count as duplicates.",
+    )
 
 
 class TerritoryTable(_Strict):
@@ -183,7 +188,15 @@ class ModelConfig(_Strict):
         4096, ge=1, description="Windows per optimizer step on CUDA (large batches keep the GPU busy)."
     )
     max_steps: int | None = Field(
-        None, ge=1, description="Stop after this many optimizer steps: bounds training cost on very large warehouses."
+        3000,
+        ge=1,
+        description="Stop after this many optimizer steps: training cost is bounded by this budget, not by the "
+        "number of markets (None: no bound).",
+    )
+    max_train_windows: int = Field(
+        200_000,
+        ge=1,
+        description="Train on a seeded random sample of at most this many windows (bounds memory on large warehouses).",
     )
     learning_rate: float = Field(3e-3, gt=0, lt=1)
     collapse_threshold: float = Field(
@@ -212,6 +225,57 @@ class ClusterConfig(_Strict):
         return self
 
 
+#: What a data-quality check does when it finds something: stop the run before training, drop the
+#: offending markets (named in the log and the run record), or only log and record it.
+FailOrExclude = Literal["fail", "exclude"]
+AnyPolicy = Literal["fail", "exclude", "warn"]
+FailOrWarn = Literal["fail", "warn"]
+
+
+class QualityConfig(_Strict):
+    """Data-quality checks run before training (``quality.py``) and the policy of each.
+
+    Market-level checks may ``exclude`` the offending markets; checks on rows that belong to no
+    market can only ``fail`` or ``warn``.
+    """
+
+    loyalty_values: tuple[str, ...] = Field(
+        ("Platinum", "Gold", "Silver", "Standard"),
+        min_length=1,
+        description="Every loyalty status the customer dimension may hold; anything else (or NULL) is flagged.",
+    )
+    null_keys: FailOrWarn = Field(
+        "fail", description="Fact lines with a NULL (or blank) market key, or a NULL customer, product, date or amount."
+    )
+    empty_month: FailOrWarn = Field("fail", description="No sales at all in the run's month (not loaded yet?).")
+    undated: FailOrWarn = Field(
+        "warn", description="Fact lines dated after the calendar dimension's last day or missing from it."
+    )
+    duplicate_lines: AnyPolicy = Field("fail", description="Fact lines whose line_key appears more than once.")
+    unknown_products: AnyPolicy = Field("exclude", description="Fact lines whose product is not in the dimension.")
+    discount_range: AnyPolicy = Field(
+        "exclude", description="Discounts outside 0-1 (discount_kind fraction) or below 0 (amount)."
+    )
+    unknown_loyalty: AnyPolicy = Field("exclude", description="Customers with a loyalty status outside the set.")
+    bad_lifetime_value: AnyPolicy = Field("exclude", description="Customers with a NULL or negative lifetime value.")
+    negative_months: AnyPolicy = Field("warn", description="Months with negative net revenue (returns) in the window.")
+    constant_series: AnyPolicy = Field("warn", description="The same revenue every month of the window.")
+    inactive: AnyPolicy = Field("exclude", description="Sales in fewer than min_active_months months of the window.")
+    no_static: FailOrExclude = Field("exclude", description="Monthly sales but no static features in the window.")
+    no_sequence: FailOrExclude = Field("exclude", description="Static features but no monthly sales in the history.")
+    unknown_customers: FailOrExclude = Field(
+        "exclude", description="None of the market's customers is in the dimension."
+    )
+    missing_static: FailOrExclude = Field("exclude", description="A static feature is NULL or not finite.")
+
+    @model_validator(mode="after")
+    def _loyalty_values(self) -> QualityConfig:
+        bad = [v for v in self.loyalty_values if not v.strip() or len(v) > 100]
+        if bad:
+            raise ValueError(f"loyalty_values must be non-empty strings of at most 100 characters, got {bad!r}")
+        return self
+
+
 class SegmentationConfig(_Strict):
     """The whole pipeline's configuration. Defaults run the demo; a user overrides any field."""
 
@@ -219,6 +283,7 @@ class SegmentationConfig(_Strict):
     sequences: SequenceConfig = SequenceConfig()
     model: ModelConfig = ModelConfig()
     clustering: ClusterConfig = ClusterConfig()
+    quality: QualityConfig = QualityConfig()
     artifacts_dir: str = Field(
         "artifacts",
         min_length=1,

@@ -286,7 +286,8 @@ def _physical_names(role: str, warehouse: WarehouseConfig) -> tuple[str, dict[st
     """The configured table name for a role and the rename map from default to configured columns."""
     table = getattr(warehouse, role)
     defaults = type(table)()
-    fields = [f for f in type(table).model_fields if f not in ("name", "discount_kind")]
+    # Column-name fields only: not the table name, the discount's kind or the (multi-column) line key.
+    fields = [f for f in type(table).model_fields if f not in ("name", "discount_kind", "line_key")]
     return table.name, {getattr(defaults, f): getattr(table, f) for f in fields}
 
 

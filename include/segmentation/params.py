@@ -51,7 +51,7 @@ def run_params(defaults: SegmentationConfig) -> dict[str, Param]:
             title="Static weight",
             description="Share (0-1) of the static block in the hybrid features.",
         ),
-        "epochs": Param(defaults.model.epochs, type="integer", minimum=1, maximum=1000, title="Training epochs"),
+        "epochs": Param(defaults.model.epochs, type="integer", minimum=1, maximum=10_000, title="Training epochs"),
         "dry_run": Param(False, type="boolean", title="Dry run", description="Compute everything, write nothing."),
         "force_retrain": Param(
             False,

@@ -8,6 +8,7 @@ paths and small metrics, which is all the DAG passes through XCom.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from typing import TYPE_CHECKING
 
@@ -87,14 +88,15 @@ def extract_static_features(config: SegmentationConfig, month: pd.Period) -> dic
     return {"path": path, "n_markets": len(static)}
 
 
-def build_sequences(config: SegmentationConfig, month: pd.Period, static_path: str) -> dict:
-    """Monthly aggregates -> scaled windows for training and each eligible market's latest window.
+def build_sequences(config: SegmentationConfig, month: pd.Period) -> dict:
+    """Monthly aggregates (``sql/monthly_sales.sql``) over ``history_months`` -> per-market arrays.
 
-    Writes ``sequences.npz`` (``train``: ``(n_windows, seq_len, 4)`` float32; ``latest``:
-    ``(n_markets, seq_len, 4)`` float32; ``markets``; the scaler), ``trends.parquet`` (each eligible
-    market's ``profiles.TREND_FEATURES`` from its raw monthly revenue) and ``excluded.parquet``
-    (market, reason) for markets lacking static features, a NULL static feature, or enough active
-    months.
+    Writes ``sequences.npz`` for every market with sales in the history: ``markets`` ``(n,)``,
+    ``features`` ``(n, history_months, 4)`` float32 (``sequences.FEATURES``, unscaled),
+    ``revenue`` ``(n, history_months)`` net revenue per month (currency) and ``active`` (months
+    with sale lines); and ``trends.parquet`` (``profiles.TREND_FEATURES`` per market). Which markets
+    are fit to segment is ``check_data_quality``'s decision. Raises ``ValueError`` when the history
+    has no sales at all.
     """
     w, s = config.warehouse, config.sequences
     b = _bounds(month, s.history_months)
@@ -104,62 +106,87 @@ def build_sequences(config: SegmentationConfig, month: pd.Period, static_path: s
         )
     if monthly.empty:
         raise ValueError(f"no sales at all in {w.fact_sale.name} between {b['start']} and {b['end']} (exclusive)")
-    months = seq.month_range(month, s.history_months)
-    markets, grid = seq.monthly_grid(monthly, months)
-    features = seq.sequence_features(grid)
-    active = grid[..., 0] != 0
-
-    static = read_parquet(static_path).set_index("market_key")
-    # NUMBER columns may arrive as Decimal objects or None; compare them as floats (NULL -> NaN).
-    static_values = static[list(STATIC_FEATURES)].apply(pd.to_numeric, errors="coerce").astype("float64")
-    excluded: dict[str, str] = {}
-    recent_active = active[:, -s.seq_len :].sum(axis=1)
-    for key, n_active in zip(markets, recent_active, strict=True):
-        if key not in static.index:
-            excluded[key] = "no static features in the window"
-        elif n_active < s.min_active_months:
-            excluded[key] = f"sales in {n_active} of the last {s.seq_len} months (< {s.min_active_months})"
-        elif static.at[key, "n_known_customers"] == 0:
-            excluded[key] = f"none of its customers is in {w.customer.name}"
-        else:
-            bad = [c for c in STATIC_FEATURES if not np.isfinite(static_values.at[key, c])]
-            if bad:
-                excluded[key] = f"static feature(s) {bad} are NULL or not finite"
-    for key in static.index.difference(pd.Index(markets)):
-        excluded[key] = "no monthly sales in the history"
-    eligible = np.array([k not in excluded for k in markets])
-    if eligible.sum() == 0:
-        raise ValueError(
-            f"no market is eligible for {month}: all {len(excluded)} excluded, e.g. {list(excluded.items())[:3]}"
-        )
-    for key, reason in sorted(excluded.items()):
-        log.warning("market %s excluded: %s", key, reason)
-
-    train = seq.training_windows(features, active, s.seq_len, s.min_active_months)
-    scaler = seq.FeatureScaler.fit(train)
+    markets, grid = seq.monthly_grid(monthly, seq.month_range(month, s.history_months))
+    trends = market_trends(grid[..., 0], s.seq_len)
+    trends.insert(0, "market_key", markets.astype(str))
+    trends_path = write_parquet(trends, month_dir(config, month) / "trends.parquet")
     path = write_npz(
         month_dir(config, month) / "sequences.npz",
+        markets=markets.astype(str),
+        features=seq.sequence_features(grid).astype(np.float32),
+        revenue=grid[..., 0],
+        active=grid[..., 2] > 0,  # a month with sale lines, even if returns net its revenue to zero
+    )
+    return {"path": path, "trends_path": trends_path, "n_markets": len(markets)}
+
+
+def check_data_quality(config: SegmentationConfig, month: pd.Period, static_path: str, sequences_path: str) -> dict:
+    """The data-quality gate (``quality.py``), then the model's inputs for the markets that pass.
+
+    Runs every check under its configured policy and writes ``quality.json`` (per check: policy,
+    count, markets, examples) and ``excluded.parquet`` (market, check, reason). Then, for the
+    eligible markets, writes ``inputs.npz``: ``train`` ``(n_windows, seq_len, 4)`` float32 (at
+    most ``model.max_train_windows``, sampled with the month's seed), ``latest``
+    ``(n_markets, seq_len, 4)`` float32, ``markets`` and the scaler fitted on ``train``.
+
+    Raises ``ValueError`` naming the check, the count and example markets when a ``fail`` check
+    finds anything, or when too few markets remain to cluster.
+    """
+    from include.segmentation.quality import apply_policies, market_findings, warehouse_findings
+
+    w, s, q = config.warehouse, config.sequences, config.quality
+    history, window = _bounds(month, s.history_months), _bounds(month, s.seq_len)
+    params = {"history_start": history["start"], "window_start": window["start"], "window_end": window["end"]}
+    params |= {f"loyalty_{i}": value for i, value in enumerate(q.loyalty_values)}
+    with connect(w) as conn:
+        per_market = query_frame(conn, render_sql("quality_markets.sql", w, n_loyalty=len(q.loyalty_values)), params)
+        table = query_frame(conn, render_sql("quality_table.sql", w)).iloc[0]
+    static = read_parquet(static_path)
+    data = read_npz(sequences_path)
+    markets = data["markets"].astype(str)
+    findings = market_findings(static, markets, data["revenue"], data["active"], s.seq_len, s.min_active_months)
+    report = apply_policies(findings + warehouse_findings(per_market, table), q)
+    folder = month_dir(config, month)
+    quality_path = write_json(
+        folder / "quality.json", {"checks": report.results, "failures": report.failures, "warnings": report.warnings}
+    )
+    excluded_path = write_parquet(report.excluded, folder / "excluded.parquet")
+    for text in report.warnings:
+        log.warning("data quality, %s: %s", month, text)
+    if report.failures:
+        raise ValueError(f"data-quality checks failed for {month}: " + "; ".join(report.failures))
+
+    eligible = np.isin(markets, static["market_key"].astype(str)) & ~np.isin(markets, list(report.excluded_markets))
+    c = config.clustering
+    needed = max(3, (c.n_clusters or c.k_min) + 1)
+    if eligible.sum() < needed:
+        raise ValueError(
+            f"{int(eligible.sum())} market(s) left for {month} after the data-quality checks (excluded: "
+            f"{len(report.excluded_markets)}); clustering into {c.n_clusters or c.k_min}+ segments needs at "
+            f"least {needed}. Checks that excluded markets: {sorted(set(report.excluded['check']))}"
+        )
+    features, active = data["features"][eligible], data["active"][eligible]
+    train = seq.training_windows(
+        features, active, s.seq_len, s.min_active_months, config.model.max_train_windows, month_seed(config, month)
+    )
+    scaler = seq.FeatureScaler.fit(train)
+    path = write_npz(
+        folder / "inputs.npz",
         train=scaler.transform(train),
-        latest=scaler.transform(features[eligible, -s.seq_len :]),
-        markets=markets[eligible].astype(str),
+        latest=scaler.transform(features[:, -s.seq_len :]),
+        markets=markets[eligible],
         features=np.array(seq.FEATURES),
         scaler_mean=scaler.mean,
         scaler_std=scaler.std,
     )
-    excluded_path = write_parquet(
-        pd.DataFrame(sorted(excluded.items()), columns=["market_key", "reason"]),
-        month_dir(config, month) / "excluded.parquet",
-    )
-    trends = market_trends(grid[eligible, :, 0], s.seq_len)
-    trends.insert(0, "market_key", markets[eligible].astype(str))
-    trends_path = write_parquet(trends, month_dir(config, month) / "trends.parquet")
     return {
-        "path": str(path),
-        "excluded_path": str(excluded_path),
-        "trends_path": trends_path,
+        "path": path,
+        "quality_path": quality_path,
+        "excluded_path": excluded_path,
         "n_markets": int(eligible.sum()),
-        "n_excluded": len(excluded),
+        "n_excluded": len(report.excluded_markets),
         "n_train_windows": len(train),
+        "flagged": {name: r["count"] for name, r in report.results.items() if r["count"]},
     }
 
 
@@ -170,15 +197,15 @@ def _fingerprint(config: SegmentationConfig, train: np.ndarray, seed: int) -> st
     return h.hexdigest()
 
 
-def train_autoencoder(config: SegmentationConfig, month: pd.Period, sequences_path: str, force: bool = False) -> dict:
-    """Train the LSTM autoencoder on the month's training windows; writes ``model.pt``.
+def train_autoencoder(config: SegmentationConfig, month: pd.Period, inputs_path: str, force: bool = False) -> dict:
+    """Train the LSTM autoencoder on the month's training windows (``inputs.npz``); writes ``model.pt``.
 
     A model already trained for this month from the same windows, settings and seed is reused unless
     ``force`` (the ``force_retrain`` Param). Uses CUDA when the worker has it, else CPU.
     """
     from include.segmentation.autoencoder import train_autoencoder as fit
 
-    train = read_npz(sequences_path)["train"]
+    train = read_npz(inputs_path)["train"]
     seed = month_seed(config, month)
     fingerprint = _fingerprint(config, train, seed)
     path = month_dir(config, month) / "model.pt"
@@ -201,11 +228,11 @@ def train_autoencoder(config: SegmentationConfig, month: pd.Period, sequences_pa
     return {"path": saved, "final_loss": meta["final_loss"], "epochs": meta["epochs"], "device": meta["device"]}
 
 
-def embed_markets(config: SegmentationConfig, month: pd.Period, sequences_path: str, model_path: str) -> dict:
+def embed_markets(config: SegmentationConfig, month: pd.Period, inputs_path: str, model_path: str) -> dict:
     """Encode each eligible market's latest window; writes ``embeddings.parquet`` (market_key, e0..e{d-1})."""
     from include.segmentation.autoencoder import TrainedAutoencoder, embed, embedding_spread
 
-    data = read_npz(sequences_path)
+    data = read_npz(inputs_path)
     z = embed(TrainedAutoencoder.load(model_path), data["latest"])
     spread = embedding_spread(z)
     if spread < config.model.collapse_threshold:
@@ -267,6 +294,11 @@ def cluster_markets(
         config.clustering,
         seed=month_seed(config, month),
     )
+    if result.n_clusters == 0:
+        raise ValueError(
+            f"{result.algorithm} labelled all {len(result.labels)} markets as noise for {month}: no segment to write; "
+            "set clustering.dbscan_eps / min_samples, or use kmeans"
+        )
     previous, previous_month, max_id = previous_segments(config, month)
     markets = static["market_key"].to_numpy(dtype=object)
     ids = align_segment_ids(markets, result.labels, previous, first_new_id=max_id + 1)
@@ -322,13 +354,14 @@ def write_month(
     nothing if ``dry_run``."""
     segments = read_parquet(segments_path)
     excluded = read_parquet(month_dir(config, month) / "excluded.parquet")
+    quality = read_json(month_dir(config, month) / "quality.json")
     record = RunRecord(
         run_id=run_id,
         model_version=model_version(config.model_version_prefix, month),
         algorithm=metrics["algorithm"],
         n_clusters=int(metrics["n_clusters"]),
         n_markets=len(segments),
-        n_excluded=len(excluded),
+        n_excluded=excluded["market_key"].nunique(),
         noise_fraction=float(metrics["noise_fraction"]),
         seq_len=config.sequences.seq_len,
         silhouette_hybrid=metrics["silhouette_hybrid"],
@@ -337,6 +370,7 @@ def write_month(
         final_loss=metrics.get("final_loss"),
         stability=metrics.get("stability"),
         customer_attributes="as of month end" if config.warehouse.customer.is_type2 else "current",
+        quality=json.dumps(quality["checks"], sort_keys=True),
     )
     if dry_run:
         log.info("dry run: %d segment rows for %s computed, nothing written", len(segments), month)
@@ -348,6 +382,13 @@ def write_month(
             conn, config.warehouse, segments[columns], month, record, previous_month, read_parquet(profiles_path)
         )
     return {"rows_written": written, "model_version": record.model_version, "dry_run": False}
+
+
+def build_report(config: SegmentationConfig, month: pd.Period) -> dict:
+    """Write the month's self-contained ``report.html`` (``report.build_report``); returns its path."""
+    from include.segmentation.report import build_report as build
+
+    return {"path": build(config, month)}
 
 
 #: Airflow Params that override configuration fields for one run (see ``SegmentationConfig.with_overrides``).
@@ -376,22 +417,26 @@ def settings_from_context(context: dict) -> tuple[SegmentationConfig, pd.Period]
 
 
 def run_month(config: SegmentationConfig, month: pd.Period, run_id: str, dry_run: bool = False) -> dict:
-    """All six steps for one month in this process, as the DAG runs them (for notebooks and tests).
+    """All eight steps for one month in this process, as the DAG runs them (for notebooks and tests).
 
     Returns each step's result by task name. Raises what the steps raise.
     """
     static = extract_static_features(config, month)
-    sequences = build_sequences(config, month, static["path"])
-    model = train_autoencoder(config, month, sequences["path"])
-    embeddings = embed_markets(config, month, sequences["path"], model["path"])
+    sequences = build_sequences(config, month)
+    checked = check_data_quality(config, month, static["path"], sequences["path"])
+    model = train_autoencoder(config, month, checked["path"])
+    embeddings = embed_markets(config, month, checked["path"], model["path"])
     clusters = cluster_markets(config, month, static["path"], embeddings["path"], sequences["trends_path"])
     metrics = clusters | {"final_loss": model["final_loss"]}
+    report = build_report(config, month)
     written = write_month(config, month, clusters["path"], clusters["profiles_path"], metrics, run_id, dry_run)
     return {
         "extract_static_features": static,
         "build_sequences": sequences,
+        "check_data_quality": checked,
         "train_autoencoder": model,
         "embed_markets": embeddings,
         "cluster_markets": clusters,
+        "build_report": report,
         "write_segments": written,
     }

@@ -24,11 +24,24 @@ def month_range(end_month: pd.Period, n_months: int) -> pd.PeriodIndex:
     return pd.period_range(end=end_month, periods=n_months, freq="M")
 
 
+def _wall_clock(values: pd.Series) -> pd.Series:
+    # DATE_TRUNC('MONTH') on a TIMESTAMP_TZ is local midnight of the 1st (2013-12-01 00:00 +01:00):
+    # the month is the one written, not the UTC instant's (30 November). Offsets are dropped, not
+    # converted; a column mixing offsets arrives as objects and is handled value by value.
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_localize(None)
+    try:
+        parsed = pd.to_datetime(values)
+    except (ValueError, TypeError):
+        parsed = pd.to_datetime(values.map(lambda v: pd.Timestamp(v).tz_localize(None)))
+    return parsed.dt.tz_localize(None) if isinstance(parsed.dtype, pd.DatetimeTZDtype) else parsed
+
+
 def monthly_grid(monthly: pd.DataFrame, months: pd.PeriodIndex) -> tuple[np.ndarray, np.ndarray]:
     """Pivot long monthly aggregates into a dense ``(n_markets, n_months, 4)`` float64 grid.
 
-    ``monthly`` has columns ``market_key``, ``month_start`` (date-like; naive values are taken as
-    UTC, aware ones converted to UTC) and the measures in ``MONTHLY_COLUMNS`` (revenue in currency
+    ``monthly`` has columns ``market_key``, ``month_start`` (date-like; a timezone-aware
+    value keeps its written, wall-clock month) and the measures in ``MONTHLY_COLUMNS`` (revenue in currency
     units, counts). Months with no sales are 0; rows outside ``months`` are ignored. Returns
     ``(market_keys, grid)`` with market keys as sorted strings. Raises ``ValueError`` naming a
     missing column, NULL keys or months, the market/month/column of a non-finite measure, or the
@@ -40,26 +53,33 @@ def monthly_grid(monthly: pd.DataFrame, months: pd.PeriodIndex) -> tuple[np.ndar
     for col in ("market_key", "month_start"):
         if monthly[col].isna().any():
             raise ValueError(f"monthly aggregates have {int(monthly[col].isna().sum())} row(s) with a NULL {col}")
-    starts = pd.to_datetime(monthly["month_start"], utc=True).dt.tz_localize(None)
-    frame = monthly.assign(market_key=monthly["market_key"].astype(str), month=starts.dt.to_period("M"))
-    values = frame[list(MONTHLY_COLUMNS)].astype("float64")
-    bad = ~np.isfinite(values.to_numpy())
+    if monthly.empty:
+        return np.array([], dtype=object), np.zeros((0, len(months), len(MONTHLY_COLUMNS)))
+    starts = _wall_clock(monthly["month_start"])
+    month_no = (starts.dt.year * 12 + starts.dt.month - 1).to_numpy(dtype=np.int64)
+    keys = monthly["market_key"].astype(str).to_numpy(dtype=object)
+    values = monthly[list(MONTHLY_COLUMNS)].astype("float64").to_numpy()
+    bad = ~np.isfinite(values)
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise ValueError(
-            f"market {frame['market_key'].iloc[row]!r} has a non-finite {MONTHLY_COLUMNS[col]} "
-            f"({values.iat[row, col]}) in {frame['month'].iloc[row]}"
+            f"market {keys[row]!r} has a non-finite {MONTHLY_COLUMNS[col]} ({values[row, col]}) in "
+            f"{starts.iloc[row]:%Y-%m}"
         )
-    dup = frame.duplicated(["market_key", "month"])
+    # Vectorised pivot: integer codes for markets and month positions, one fancy-indexed assignment.
+    # (A pandas MultiIndex reindex does the same but is several times slower at millions of rows.)
+    codes, uniques = pd.factorize(keys, sort=True)
+    dup = pd.Series(codes * (month_no.max() - month_no.min() + 1) + (month_no - month_no.min())).duplicated()
     if dup.any():
-        row = frame[dup].iloc[0]
-        raise ValueError(f"market {row.market_key!r} has more than one row for month {row.month}")
-    frame = frame.assign(**{c: values[c] for c in MONTHLY_COLUMNS})
-    frame = frame[frame["month"].isin(months)]
-    markets = np.array(sorted(frame["market_key"].unique()), dtype=object)
-    index = pd.MultiIndex.from_product([markets, months], names=["market_key", "month"])
-    dense = frame.set_index(["market_key", "month"])[list(MONTHLY_COLUMNS)].reindex(index, fill_value=0.0)
-    grid = dense.to_numpy().reshape(len(markets), len(months), len(MONTHLY_COLUMNS))
+        row = int(np.flatnonzero(dup.to_numpy())[0])
+        raise ValueError(f"market {keys[row]!r} has more than one row for month {starts.iloc[row]:%Y-%m}")
+    first = months[0].year * 12 + months[0].month - 1
+    pos = month_no - first
+    inside = (pos >= 0) & (pos < len(months))
+    present, inside_codes = np.unique(codes[inside], return_inverse=True)
+    markets = np.asarray(uniques, dtype=object)[present]
+    grid = np.zeros((len(markets), len(months), len(MONTHLY_COLUMNS)), dtype=np.float64)
+    grid[inside_codes, pos[inside]] = values[inside]
     return markets, grid
 
 
@@ -122,15 +142,28 @@ def sliding_windows(features: np.ndarray, seq_len: int) -> np.ndarray:
     return view.transpose(0, 1, 3, 2)
 
 
-def training_windows(features: np.ndarray, active: np.ndarray, seq_len: int, min_active_months: int) -> np.ndarray:
-    """Windows to train on: every window with at least ``min_active_months`` months of sales.
+def training_windows(
+    features: np.ndarray,
+    active: np.ndarray,
+    seq_len: int,
+    min_active_months: int,
+    max_windows: int | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Windows to train on: windows with at least ``min_active_months`` months of sales.
 
     ``features`` is ``(n_markets, n_months, n_features)``, ``active`` the boolean
     ``(n_markets, n_months)`` mask of months with sales. Windows from before a market opened (all
-    zeros) are dropped so the model does not learn mostly silence. Returns
-    ``(n_windows, seq_len, n_features)`` (a copy).
+    zeros) are dropped so the model does not learn mostly silence. With ``max_windows``, a uniform
+    random sample (seeded) of that many eligible windows is drawn before any window is copied, so
+    memory and training cost stay bounded however many markets there are. Returns
+    ``(n_windows, seq_len, n_features)`` in market, then time order (a copy).
     """
     windows = sliding_windows(features, seq_len)
-    active_count = sliding_windows(active[..., None].astype(np.int32), seq_len)[..., 0].sum(axis=-1)
-    keep = active_count >= min_active_months
-    return np.ascontiguousarray(windows[keep])
+    counts = np.cumsum(np.pad(active.astype(np.int32), ((0, 0), (1, 0))), axis=1)
+    active_count = counts[:, seq_len:] - counts[:, :-seq_len]  # (n_markets, n_windows)
+    market, start = np.nonzero(active_count >= min_active_months)
+    if max_windows is not None and len(market) > max_windows:
+        pick = np.sort(np.random.default_rng(seed).choice(len(market), size=max_windows, replace=False))
+        market, start = market[pick], start[pick]
+    return np.ascontiguousarray(windows[market, start])

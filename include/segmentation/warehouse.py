@@ -35,13 +35,18 @@ def _jinja() -> jinja2.Environment:
     )
 
 
-def render_sql(name: str, warehouse: WarehouseConfig) -> str:
+def render_sql(name: str, warehouse: WarehouseConfig, **shape: int) -> str:
     """Render ``sql/<name>`` with the validated table and column names of ``warehouse``.
 
-    Only identifiers are rendered (they passed the identifier check in ``config.py``); values stay
-    as ``%(name)s`` placeholders bound by the connector. Raises ``jinja2.TemplateNotFound``.
+    Only identifiers are rendered (they passed the identifier check in ``config.py``), plus integer
+    ``shape`` figures such as how many placeholders a list of values needs; values stay as
+    ``%(name)s`` placeholders bound by the connector. Raises ``jinja2.TemplateNotFound`` and
+    ``TypeError`` for a non-integer ``shape`` value.
     """
-    return _jinja().get_template(name).render(w=warehouse)
+    bad = [k for k, v in shape.items() if type(v) is not int]
+    if bad:
+        raise TypeError(f"render_sql shape values must be int, got {bad}: values are bound, never rendered")
+    return _jinja().get_template(name).render(w=warehouse, **shape)
 
 
 def split_statements(sql: str) -> list[str]:

@@ -67,6 +67,7 @@ class RunRecord:
     final_loss: float | None
     stability: float | None = None  # share 0-1 of markets keeping the previous month's SegmentID
     customer_attributes: str = "current"  # "as of month end" when DIM_CUSTOMER is type-2
+    quality: str | None = None  # JSON: per data-quality check its policy, count and example markets
 
 
 def _bindable(value: object) -> object:

@@ -22,8 +22,11 @@ CREATE TABLE IF NOT EXISTS {{ w.run_table }} (
     SILHOUETTE_STATIC  FLOAT,
     FINAL_LOSS         FLOAT,
     STABILITY          FLOAT,                 -- share 0-1 of markets keeping last month's SegmentID
-    CUSTOMER_ATTRIBUTES VARCHAR               -- 'as of month end' (type-2 DIM_CUSTOMER) or 'current'
+    CUSTOMER_ATTRIBUTES VARCHAR,              -- 'as of month end' (type-2 DIM_CUSTOMER) or 'current'
+    QUALITY            VARCHAR                -- JSON: per data-quality check its policy, count, examples
 );
+-- Columns added after the first release: tables created by an earlier version gain them here.
+ALTER TABLE {{ w.run_table }} ADD COLUMN IF NOT EXISTS QUALITY VARCHAR;
 CREATE TABLE IF NOT EXISTS {{ w.migration_table }} (
     MARKET_KEY           VARCHAR NOT NULL,
     SEGMENT_MONTH        DATE    NOT NULL,

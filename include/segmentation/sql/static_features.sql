@@ -28,11 +28,7 @@ customer_mix AS (
     FROM market_customers AS mc
     LEFT JOIN {{ w.customer.name }} AS c
         ON c.{{ w.customer.customer_key }} = mc.customer_key
-{%- if w.customer.is_type2 %}
-        -- type-2 dimension: the version valid on the last day of the window (valid_to is exclusive)
-        AND c.{{ w.customer.valid_from }} < %(window_end)s
-        AND (c.{{ w.customer.valid_to }} IS NULL OR c.{{ w.customer.valid_to }} >= %(window_end)s)
-{%- endif %}
+{%- include "_customer_as_of.sql" %}
     GROUP BY mc.market_key
 ),
 product_mix AS (

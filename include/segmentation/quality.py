@@ -1,0 +1,208 @@
+"""Data-quality checks between extraction and training, each with a policy from the configuration.
+
+A check produces a ``Finding``: what it counted (fact lines, customers or markets) and which markets
+are at fault. ``apply_policies`` turns findings into a decision per the ``QualityConfig``: ``fail``
+stops the run before anything is trained or written, ``exclude`` drops the markets (named in the log,
+``excluded.parquet`` and the run record), ``warn`` only logs and records. All checks are vectorised:
+their cost does not grow with a Python loop over markets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from include.segmentation.clustering import STATIC_FEATURES
+from include.segmentation.config import QualityConfig
+
+#: Every check, in the order it is reported, with what it flags.
+CHECKS: dict[str, str] = {
+    "null_keys": "fact lines with a NULL (or blank) market key, a NULL customer or product key, order date or amount",
+    "undated": "fact lines dated outside the calendar dimension (future-dated or mistyped)",
+    "empty_month": "no sales at all in the run's month (is it loaded yet?)",
+    "duplicate_lines": "fact lines sharing their line key with another line",
+    "unknown_products": "fact lines whose product is not in the product dimension",
+    "discount_range": "fact lines with a discount outside 0-1 (fraction) or below 0 (amount)",
+    "unknown_loyalty": "customers with a NULL loyalty status or one outside loyalty_values",
+    "bad_lifetime_value": "customers with a NULL or negative lifetime value",
+    "negative_months": "markets with negative net revenue (returns) in a month of the window",
+    "constant_series": "markets with exactly the same revenue in every month of the window",
+    "inactive": "markets with sales in fewer than min_active_months months of the window",
+    "no_static": "markets with monthly sales in the history but no static features in the window",
+    "no_sequence": "markets with static features but no monthly sales in the history",
+    "unknown_customers": "markets none of whose customers is in the customer dimension",
+    "missing_static": "markets with a NULL, non-finite or absurdly large (> 1e100) static feature",
+}
+
+#: Offending market keys quoted in messages.
+N_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What one check found: ``count`` things (``unit``) in ``markets`` (empty: no market to blame)."""
+
+    check: str
+    count: int
+    unit: str
+    markets: tuple[str, ...] = ()
+    detail: str = ""
+
+    def message(self) -> str:
+        """E.g. "duplicate_lines: 12 fact lines in 3 market(s), e.g. 'US-WA', 'US-OR', 'US-CA'"."""
+        examples = ", ".join(repr(m) for m in self.markets[:N_EXAMPLES])
+        examples += ", ..." if len(self.markets) > N_EXAMPLES else ""
+        if self.unit == "markets":
+            text = f"{self.check}: {len(self.markets)} market(s), e.g. {examples}"
+        else:
+            text = f"{self.check}: {self.count} {self.unit}"
+            text += f" in {len(self.markets)} market(s), e.g. {examples}" if self.markets else ""
+        return text + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass
+class QualityReport:
+    """The decision: markets excluded (with the check and reason), and what each check found."""
+
+    excluded: pd.DataFrame  # columns market_key, check, reason; one row per (market, check)
+    results: dict[str, dict] = field(default_factory=dict)  # check -> policy, count, unit, n_markets, examples
+    failures: list[str] = field(default_factory=list)  # messages of checks whose policy is "fail"
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def excluded_markets(self) -> set[str]:
+        return set(self.excluded["market_key"])
+
+
+def _finding(check: str, unit: str, keys: np.ndarray, mask: np.ndarray, count: int | None = None) -> Finding:
+    markets = tuple(sorted(str(k) for k in np.asarray(keys, dtype=object)[mask]))
+    return Finding(check, len(markets) if count is None else int(count), unit, markets)
+
+
+def market_findings(
+    static: pd.DataFrame,
+    markets: np.ndarray,
+    revenue: np.ndarray,
+    active: np.ndarray,
+    seq_len: int,
+    min_active_months: int,
+) -> list[Finding]:
+    """Checks on the extracted data itself.
+
+    ``static`` is ``static.parquet`` (``market_key``, ``STATIC_FEATURES``, ``n_known_customers``);
+    ``markets`` ``(n,)`` keys of the monthly grid, ``revenue`` ``(n, n_months)`` net revenue per
+    month (currency) and ``active`` ``(n, n_months)`` bool (months with sale lines), the last column
+    being the run's month. Returns findings for ``empty_month``, ``negative_months``, ``constant_series``,
+    ``inactive``, ``no_static``, ``no_sequence``, ``unknown_customers`` and ``missing_static``.
+    """
+    markets = np.asarray(markets, dtype=object).astype(str)
+    static_keys = static["market_key"].astype(str).to_numpy()
+    window, window_active = revenue[:, -seq_len:], active[:, -seq_len:]
+    has_static = np.isin(markets, static_keys)
+    # NUMBER columns may arrive as Decimal or None; compare them as floats (NULL -> NaN).
+    values = static[list(STATIC_FEATURES)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    known = pd.to_numeric(static["n_known_customers"], errors="coerce").fillna(0).to_numpy()
+    # Beyond 1e100 a square overflows the variance: no real market has such a feature, so it is bad data.
+    unusable = ~(np.abs(values) <= 1e100)  # NaN compares False: counted
+    bad_columns = [name for name, bad in zip(STATIC_FEATURES, unusable.any(axis=0), strict=True) if bad]
+    constant = window_active.all(axis=1) & (np.ptp(window, axis=1) <= 1e-9 * np.abs(window).max(axis=1))
+    empty = Finding("empty_month", 0, "months")
+    if not active[:, -1].any():
+        with_sales = np.flatnonzero(active.any(axis=0))
+        gap = f"{active.shape[1] - 1 - with_sales[-1]} month(s) before it" if len(with_sales) else "none in the history"
+        empty = Finding("empty_month", 1, "months", (), f"latest month with sales: {gap}")
+    return [
+        empty,
+        _finding("negative_months", "markets", markets, (window < 0).any(axis=1)),
+        _finding("constant_series", "markets", markets, constant),
+        _finding("inactive", "markets", markets, window_active.sum(axis=1) < min_active_months),
+        _finding("no_static", "markets", markets, ~has_static),
+        _finding("no_sequence", "markets", static_keys, ~np.isin(static_keys, markets)),
+        _finding("unknown_customers", "markets", static_keys, known == 0),
+        Finding(
+            "missing_static",
+            int(unusable.any(axis=1).sum()),
+            "markets",
+            tuple(sorted(static_keys[unusable.any(axis=1)])),
+            f"in {', '.join(bad_columns)}" if bad_columns else "",
+        ),
+    ]
+
+
+def _count(value: object) -> int:
+    return 0 if value is None or pd.isna(value) else int(value)
+
+
+def warehouse_findings(per_market: pd.DataFrame, table: pd.Series) -> list[Finding]:
+    """Checks the warehouse counted (``sql/quality_markets.sql`` and ``sql/quality_table.sql``).
+
+    ``per_market`` has ``market_key`` and the counts ``null_keys``, ``duplicate_lines``,
+    ``unknown_products``, ``discount_range``, ``unknown_loyalty`` and ``bad_lifetime_value``;
+    ``table`` has ``null_keys`` (lines with a NULL
+    market key or date), ``undated`` and ``latest_undated``.
+    """
+    keys = per_market["market_key"].astype(str).to_numpy()
+    counts = {
+        c: pd.to_numeric(per_market[c]).fillna(0).to_numpy(dtype=np.int64) for c in per_market if c != "market_key"
+    }
+    table_nulls, undated = _count(table.get("null_keys")), _count(table.get("undated"))  # SUM() of no rows is NULL
+    latest = table.get("latest_undated")
+    null_keys = _finding("null_keys", "fact lines", keys, counts["null_keys"] > 0, counts["null_keys"].sum())
+    null_keys = Finding(
+        "null_keys",
+        null_keys.count + table_nulls,
+        "fact lines",
+        null_keys.markets,
+        f"{table_nulls} with a NULL market key or order date" if table_nulls else "",
+    )
+    return [
+        null_keys,
+        Finding("undated", undated, "fact lines", (), f"latest {latest}" if undated and pd.notna(latest) else ""),
+        *(
+            _finding(check, "fact lines", keys, counts[check] > 0, counts[check].sum())
+            for check in ("duplicate_lines", "unknown_products", "discount_range")
+        ),
+        _finding("unknown_loyalty", "customers", keys, counts["unknown_loyalty"] > 0, counts["unknown_loyalty"].sum()),
+        _finding(
+            "bad_lifetime_value",
+            "customers",
+            keys,
+            counts["bad_lifetime_value"] > 0,
+            counts["bad_lifetime_value"].sum(),
+        ),
+    ]
+
+
+def apply_policies(findings: list[Finding], policies: QualityConfig) -> QualityReport:
+    """Decide what each finding means under ``policies`` (one ``fail`` / ``exclude`` / ``warn`` per check).
+
+    A finding with a zero count passes. ``exclude`` on a finding that names no market (lines with a
+    NULL market key, say) cannot drop anything, so it fails instead. Returns the ``QualityReport``;
+    raising is left to the caller so the report can be recorded first.
+    """
+    excluded: list[tuple[str, str, str]] = []
+    report = QualityReport(excluded=pd.DataFrame(columns=["market_key", "check", "reason"]))
+    for f in sorted(findings, key=lambda f: list(CHECKS).index(f.check)):
+        policy = getattr(policies, f.check)
+        report.results[f.check] = {
+            "policy": policy,
+            "count": f.count,
+            "unit": f.unit,
+            "n_markets": len(f.markets),
+            "examples": list(f.markets[:N_EXAMPLES]),
+        }
+        if f.count == 0:
+            continue
+        text = f"{f.message()}: {CHECKS[f.check]}"
+        if policy == "fail" or (policy == "exclude" and not f.markets):
+            report.failures.append(text)
+        elif policy == "exclude":
+            excluded += [(m, f.check, CHECKS[f.check]) for m in f.markets]
+            report.warnings.append(f"{text}; excluded")
+        else:
+            report.warnings.append(text)
+    if excluded:
+        report.excluded = pd.DataFrame(excluded, columns=["market_key", "check", "reason"])
+    return report

@@ -1,0 +1,563 @@
+"""One self-contained HTML report per run: what the month's segmentation found, in figures.
+
+``build_report(config, month)`` reads the month's artifacts (``<artifacts_dir>/<YYYY-MM>/``) and
+writes ``report.html`` beside them: the run's figures (month, model version, k, silhouettes), a 2-D
+PCA scatter of the hybrid features coloured by segment, the autoencoder's training loss, the
+k-selection curve, the segment profiles with their descriptions, and the markets that changed
+segment since the previous month. The figures are plotly; plotly.js is inlined once (about 5 MB),
+so the file opens offline and inside the Airflow UI without any CDN.
+
+Each figure or table is built by a pure function from frames, so it can be tested on its own.
+plotly and scikit-learn are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+import numpy as np
+import pandas as pd
+from markupsafe import Markup
+
+from include.segmentation.artifacts import read_json, read_parquet
+from include.segmentation.clustering import STATIC_FEATURES
+from include.segmentation.config import SegmentationConfig
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+    from airflow.sdk import ObjectStoragePath
+
+#: The report's file name in the month's artifact folder.
+REPORT_NAME = "report.html"
+
+#: The plugin replaces this comment with its navigation bar when it serves the report.
+NAV_MARKER = "<!--segments-nav-->"
+
+#: Artifacts the report needs, by file name (``model.json`` carries the per-epoch losses).
+REQUIRED = ("segments.parquet", "embeddings.parquet", "metrics.json", "model.json", "profiles.parquet")
+
+#: Segment colours (plotly's qualitative "Plotly" palette, then "D3"); unassigned markets are grey.
+_PALETTE = (
+    "#636EFA #EF553B #00CC96 #AB63FA #FFA15A #19D3F3 #FF6692 #B6E880 #FF97FF #FECB52 "
+    "#1F77B4 #FF7F0E #2CA02C #D62728 #9467BD #8C564B #E377C2 #7F7F7F #BCBD22 #17BECF"
+).split()
+_NOISE_COLOUR = "#B0B0B0"
+
+
+@dataclass(frozen=True)
+class RunArtifacts:
+    """What one month's run left in the artifact store, as read by ``load_run``.
+
+    ``segments``: one row per market (``market_key``, ``STATIC_FEATURES``, names, ``segment_id``
+    with -1 for unassigned, ``previous_segment_id`` NaN when none); ``embeddings``: ``market_key``,
+    ``e0..e{d-1}``; ``profiles``: one row per SegmentID (see ``profiles.segment_profiles``);
+    ``metrics``: ``metrics.json``; ``model``: ``model.json`` (``losses`` per epoch, ``device``);
+    ``excluded``: ``market_key``, ``reason`` (empty when the file is absent).
+    """
+
+    month: pd.Period
+    segments: pd.DataFrame
+    embeddings: pd.DataFrame
+    profiles: pd.DataFrame
+    metrics: dict[str, Any]
+    model: dict[str, Any]
+    excluded: pd.DataFrame
+
+
+def report_path(config: SegmentationConfig, month: pd.Period) -> ObjectStoragePath:
+    """Where the month's report lives: ``<artifacts_dir>/<YYYY-MM>/report.html``."""
+    from include.segmentation.pipeline import month_dir  # lazy: pipeline may import this module
+
+    return month_dir(config, month) / REPORT_NAME
+
+
+def load_run(config: SegmentationConfig, month: pd.Period) -> RunArtifacts:
+    """Read the month's artifacts. Raises ``ValueError`` naming every missing artifact (and its folder)."""
+    from include.segmentation.pipeline import month_dir
+
+    folder = month_dir(config, month)
+    missing = [name for name in REQUIRED if not (folder / name).exists()]
+    if missing:
+        raise ValueError(
+            f"cannot build the {month} report: artifact(s) {missing} missing in {folder} "
+            "(run the DAG for this month first)"
+        )
+    excluded_path = folder / "excluded.parquet"
+    excluded = read_parquet(excluded_path) if excluded_path.exists() else pd.DataFrame(columns=["market_key", "reason"])
+    return RunArtifacts(
+        month=month,
+        segments=read_parquet(folder / "segments.parquet"),
+        embeddings=read_parquet(folder / "embeddings.parquet"),
+        profiles=read_parquet(folder / "profiles.parquet"),
+        metrics=read_json(folder / "metrics.json"),
+        model=read_json(folder / "model.json"),
+        excluded=excluded,
+    )
+
+
+def segment_label(segment_id: object) -> str:
+    """``"3"`` for SegmentID 3; ``"unassigned"`` for -1, NaN, NA or None (DBSCAN/HDBSCAN noise)."""
+    if pd.isna(segment_id) or int(segment_id) < 0:  # type: ignore[call-overload]
+        return "unassigned"
+    return str(int(segment_id))
+
+
+def _colours(labels: Sequence[str]) -> dict[str, str]:
+    assigned = sorted((x for x in set(labels) if x != "unassigned"), key=int)
+    colours = {label: _PALETTE[i % len(_PALETTE)] for i, label in enumerate(assigned)}
+    return colours | {"unassigned": _NOISE_COLOUR}
+
+
+def pca_projection(segments: pd.DataFrame, embeddings: pd.DataFrame, static_weight: float) -> pd.DataFrame:
+    """2-D PCA of the hybrid features the clustering saw (``clustering.hybrid_features``).
+
+    ``segments``: one row per market with ``market_key``, ``STATIC_FEATURES`` and ``segment_id``;
+    ``embeddings``: ``market_key`` and the embedding columns. Returns one row per market of
+    ``segments`` with ``market_key``, ``market_name`` (the key when absent), ``segment`` (label),
+    ``pc1``, ``pc2`` (unit-free scores) and, in ``attrs["explained"]``, the two components' shares
+    (0-1) of the hybrid features' variance. Raises ``ValueError`` naming markets without an embedding
+    or a missing column.
+    """
+    from sklearn.decomposition import PCA
+
+    from include.segmentation.clustering import hybrid_features
+
+    missing = [c for c in ("market_key", "segment_id", *STATIC_FEATURES) if c not in segments]
+    if missing:
+        raise ValueError(f"segments frame is missing column(s) {missing}")
+    emb = embeddings.set_index(embeddings["market_key"].astype(str)).drop(columns="market_key")
+    keys = segments["market_key"].astype(str)
+    absent = keys[~keys.isin(emb.index)]
+    if len(absent):
+        raise ValueError(f"market(s) {absent.tolist()[:5]} have a segment but no embedding")
+    static = segments[list(STATIC_FEATURES)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    x = hybrid_features(static, emb.loc[keys].to_numpy(dtype=np.float64), static_weight)
+    n_components = min(2, *x.shape)
+    pca = PCA(n_components=n_components, svd_solver="full")
+    scores = np.zeros((len(x), 2))
+    scores[:, :n_components] = pca.fit_transform(x)
+    explained = np.zeros(2)
+    explained[:n_components] = pca.explained_variance_ratio_
+    names = segments.get("market_name", keys)
+    frame = pd.DataFrame(
+        {
+            "market_key": keys.to_numpy(),
+            "market_name": names.fillna(keys).astype(str).to_numpy(),
+            "segment": [segment_label(v) for v in segments["segment_id"]],
+            "pc1": scores[:, 0],
+            "pc2": scores[:, 1],
+        }
+    )
+    frame.attrs["explained"] = tuple(float(v) for v in explained)
+    return frame
+
+
+def pca_figure(projection: pd.DataFrame) -> go.Figure:
+    """Scatter of ``pca_projection``'s ``pc1``/``pc2``, one trace (legend entry) per segment.
+
+    Hover shows the market's name and key (HTML-escaped: plotly renders some tags in text).
+    """
+    import plotly.graph_objects as go
+
+    colours = _colours(projection["segment"].tolist())
+    fig = go.Figure()
+    for label in sorted(colours, key=_label_order):
+        part = projection[projection["segment"] == label]
+        if part.empty:
+            continue
+        text = [
+            f"{html.escape(n)} ({html.escape(k)})" for n, k in zip(part["market_name"], part["market_key"], strict=True)
+        ]
+        fig.add_trace(
+            go.Scatter(
+                x=part["pc1"],
+                y=part["pc2"],
+                mode="markers",
+                name=f"segment {label}" if label != "unassigned" else "unassigned",
+                text=text,
+                hovertemplate="%{text}<br>PC1 %{x:.2f}, PC2 %{y:.2f}<extra>" + label + "</extra>",
+                marker={"size": 10, "color": colours[label], "line": {"width": 0.5, "color": "#333"}},
+            )
+        )
+    ev1, ev2 = projection.attrs.get("explained", (float("nan"), float("nan")))
+    fig.update_layout(
+        title="Markets in the hybrid feature space (PCA of static + LSTM features)",
+        xaxis_title=f"PC1 ({100 * ev1:.0f}% of variance)",
+        yaxis_title=f"PC2 ({100 * ev2:.0f}% of variance)",
+        legend_title="SegmentID",
+        height=520,
+    )
+    return fig
+
+
+def loss_figure(losses: Sequence[float]) -> go.Figure:
+    """The autoencoder's mean reconstruction loss (MSE on scaled sequences) per epoch, log scale."""
+    import plotly.graph_objects as go
+
+    values = [float(v) for v in losses]
+    if not values:
+        raise ValueError("model.json has no per-epoch losses")
+    fig = go.Figure(go.Scatter(x=list(range(1, len(values) + 1)), y=values, mode="lines+markers", name="loss"))
+    fig.update_layout(
+        title="LSTM autoencoder training loss",
+        xaxis_title="epoch",
+        yaxis_title="reconstruction loss (MSE)",
+        yaxis_type="log" if min(values) > 0 else "linear",
+        height=380,
+    )
+    return fig
+
+
+def k_curve_figure(
+    k_curve: Mapping[str, float], chosen_k: int, calinski_harabasz: Mapping[str, float] | None = None
+) -> go.Figure:
+    """Silhouette (-1..1) of the hybrid clustering for each k tried, the chosen k marked.
+
+    ``k_curve`` maps k (as JSON keys, strings) to silhouette; ``calinski_harabasz`` (optional, same
+    keys, unit-free) is drawn on a second axis. Raises ``ValueError`` for an empty curve.
+    """
+    import plotly.graph_objects as go
+
+    if not k_curve:
+        raise ValueError("empty k curve (k was given, or the algorithm finds k itself)")
+    ks = sorted(int(k) for k in k_curve)
+    fig = go.Figure(go.Scatter(x=ks, y=[k_curve[str(k)] for k in ks], mode="lines+markers", name="silhouette (hybrid)"))
+    if calinski_harabasz:
+        ch_ks = sorted(int(k) for k in calinski_harabasz)
+        fig.add_trace(
+            go.Scatter(
+                x=ch_ks,
+                y=[calinski_harabasz[str(k)] for k in ch_ks],
+                mode="lines+markers",
+                name="Calinski-Harabasz",
+                yaxis="y2",
+                line={"dash": "dot"},
+            )
+        )
+        fig.update_layout(yaxis2={"title": "Calinski-Harabasz", "overlaying": "y", "side": "right"})
+    fig.add_vline(x=chosen_k, line_dash="dash", line_color="#444", annotation_text=f"chosen k = {chosen_k}")
+    fig.update_layout(
+        title="Choosing the number of segments",
+        xaxis_title="k (number of segments)",
+        yaxis_title="silhouette",
+        xaxis={"dtick": 1},
+        height=380,
+    )
+    return fig
+
+
+def silhouette_figure(metrics: Mapping[str, Any]) -> go.Figure:
+    """Bars of the silhouettes (-1..1) of the hybrid, LSTM-only and static-only views (same k)."""
+    import plotly.graph_objects as go
+
+    views = {"hybrid": "silhouette_hybrid", "LSTM-only": "silhouette_lstm", "static-only": "silhouette_static"}
+    values = [_finite(metrics.get(key)) for key in views.values()]
+    fig = go.Figure(
+        go.Bar(
+            x=list(views),
+            y=[v if v is not None else 0.0 for v in values],
+            text=[f"{v:.3f}" if v is not None else "n/a" for v in values],
+            textposition="outside",
+            marker_color=["#636EFA", "#AB63FA", "#00CC96"],
+        )
+    )
+    fig.update_layout(
+        title="Silhouette by feature view (higher: better separated)", yaxis_title="silhouette", height=380
+    )
+    return fig
+
+
+def _finite(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def changed_markets(segments: pd.DataFrame) -> pd.DataFrame:
+    """Markets segmented in both months whose SegmentID changed (``previous_segment_id`` != ``segment_id``).
+
+    Returns ``market_key``, ``market_name``, ``previous_segment``, ``segment`` (labels), sorted by key.
+    Markets new this month (no previous SegmentID) are not moves and are left out.
+    """
+    prev = pd.to_numeric(segments["previous_segment_id"], errors="coerce")
+    now = pd.to_numeric(segments["segment_id"], errors="coerce")
+    moved = segments[prev.notna() & (prev != now)]
+    names = moved["market_name"] if "market_name" in moved else moved["market_key"]
+    out = pd.DataFrame(
+        {
+            "market_key": moved["market_key"].astype(str),
+            "market_name": names.astype(str),
+            "previous_segment": [segment_label(v) for v in prev[moved.index]],
+            "segment": [segment_label(v) for v in now[moved.index]],
+        }
+    )
+    return out.sort_values("market_key", ignore_index=True)
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+#: Profile table columns: (profile column, header, formatter, is text).
+_PROFILE_COLUMNS: tuple[tuple[str, str, Any, bool], ...] = (
+    ("n_markets", "markets", lambda v: f"{int(v)}", False),
+    ("share", "share", _pct, False),
+    ("avg_discount", "avg discount", _pct, False),
+    ("platinum_share", "Platinum", _pct, False),
+    ("gold_share", "Gold", _pct, False),
+    ("silver_share", "Silver", _pct, False),
+    ("avg_ltv", "avg lifetime value", lambda v: f"{v:,.0f}", False),
+    ("total_product_lines", "product lines", lambda v: f"{v:.1f}", False),
+    ("total_subcategories", "subcategories", lambda v: f"{v:.1f}", False),
+    ("trend_slope", "trend (log rev./month)", lambda v: f"{v:+.3f}", False),
+    ("recent_growth", "recent growth", lambda v: f"{100 * v:+.0f}%", False),
+    ("volatility", "volatility", lambda v: f"{v:.2f}", False),
+    ("seasonality", "seasonality", _pct, False),
+    ("main_group", "main group", str, True),
+    ("main_country", "main country", str, True),
+    ("examples", "examples", str, True),
+)
+
+
+def _label_order(label: str) -> tuple[bool, int]:
+    return (label == "unassigned", int(label) if label != "unassigned" else 0)
+
+
+def profile_rows(profiles: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Column headers and formatted rows of the profile table, one row per SegmentID (unassigned last).
+
+    Reads ``profiles`` by column name: ``segment_id``, ``n_markets`` and ``description`` are required
+    (``ValueError`` naming them otherwise); any other profile column that is absent is left out.
+    Headers are ``{"title", "text"}``; rows ``{"segment", "colour", "n_markets", "cells",
+    "description"}`` with plain strings (the template escapes them).
+    """
+    missing = [c for c in ("segment_id", "n_markets", "description") if c not in profiles]
+    if missing:
+        raise ValueError(f"profiles.parquet is missing column(s) {missing}")
+    columns = [c for c in _PROFILE_COLUMNS if c[0] in profiles]
+    labels = [segment_label(v) for v in profiles["segment_id"]]
+    colours = _colours(labels)
+    rows = []
+    for i in sorted(range(len(profiles)), key=lambda i: _label_order(labels[i])):
+        record = profiles.iloc[i]
+        cells = []
+        for name, _title, fmt, _text in columns:
+            value = record[name]
+            cells.append("" if pd.isna(value) else fmt(value))
+        rows.append(
+            {
+                "segment": labels[i],
+                "colour": colours[labels[i]],
+                "n_markets": int(record["n_markets"]),
+                "cells": cells,
+                "description": str(record["description"]),
+            }
+        )
+    return [{"title": title, "text": text} for _name, title, _fmt, text in columns], rows
+
+
+def _figure_html(fig: go.Figure, div_id: str) -> str:
+    # plotly.js is inlined once in the page head; each figure is a div and its JSON (plotly escapes
+    # "<" in the JSON, so data cannot close the script element).
+    return fig.to_html(
+        full_html=False,
+        include_plotlyjs=False,
+        div_id=div_id,
+        config={"displaylogo": False, "responsive": True},
+    )
+
+
+@cache
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.from_string(_TEMPLATE)
+
+
+def _fmt(value: object, spec: str = ".3f") -> str:
+    number = _finite(value)
+    return format(number, spec) if number is not None else "n/a"
+
+
+def render_report(run: RunArtifacts, model_version: str, static_weight: float) -> str:
+    """The report's HTML (a complete document, plotly.js inline) from a run's artifacts.
+
+    ``static_weight`` (0-1) must be the run's (after Params), so the PCA shows the features that
+    were clustered. Raises ``ValueError`` from the figure builders on inconsistent artifacts.
+    """
+    from plotly.offline import get_plotlyjs
+
+    metrics, model = run.metrics, run.model
+    k = int(metrics["n_clusters"])
+    projection = pca_projection(run.segments, run.embeddings, static_weight)
+    figures = {
+        "pca": _figure_html(pca_figure(projection), "pca-plot"),
+        "silhouette": _figure_html(silhouette_figure(metrics), "silhouette-plot"),
+        "loss": _figure_html(loss_figure(model.get("losses") or []), "loss-plot"),
+    }
+    if metrics.get("k_curve"):
+        figures["k_curve"] = _figure_html(
+            k_curve_figure(metrics["k_curve"], k, metrics.get("k_curve_calinski_harabasz")), "k-curve-plot"
+        )
+    headers, rows = profile_rows(run.profiles)
+    moved = changed_markets(run.segments)
+    previous_month = metrics.get("previous_month")
+    prev = pd.to_numeric(run.segments["previous_segment_id"], errors="coerce")
+    stability = _finite(metrics.get("stability"))
+    facts = [
+        ("month", str(run.month)),
+        ("model version", model_version),
+        ("algorithm", str(metrics.get("algorithm", "n/a"))),
+        ("k (segments)", str(k)),
+        ("markets segmented", str(len(run.segments))),
+        ("markets excluded", str(len(run.excluded))),
+        ("unassigned share", _fmt(metrics.get("noise_fraction"), ".1%")),
+        ("silhouette hybrid", _fmt(metrics.get("silhouette_hybrid"))),
+        ("silhouette LSTM-only", _fmt(metrics.get("silhouette_lstm"))),
+        ("silhouette static-only", _fmt(metrics.get("silhouette_static"))),
+        ("static weight", f"{static_weight:.2f}"),
+        ("final training loss", _fmt(model.get("final_loss"), ".4g")),
+        ("trained on", str(model.get("device", "n/a"))),
+        ("previous month", previous_month or "none (first month)"),
+        ("kept their SegmentID", f"{stability:.0%}" if stability is not None else "n/a"),
+    ]
+    return _template().render(
+        month=str(run.month),
+        facts=facts,
+        plotlyjs=Markup(get_plotlyjs()),
+        figures={name: Markup(value) for name, value in figures.items()},
+        headers=headers,
+        rows=rows,
+        moved=moved.to_dict("records"),
+        previous_month=previous_month,
+        n_new=int((prev.isna()).sum()) if previous_month else 0,
+        excluded=run.excluded.sort_values("market_key").to_dict("records"),
+        nav=Markup(NAV_MARKER),
+    )
+
+
+def build_report(config: SegmentationConfig, month: pd.Period) -> str:
+    """Write ``<artifacts_dir>/<YYYY-MM>/report.html`` for ``month`` and return its path (a string, for XCom).
+
+    ``config`` must be the run's configuration (file + Params: ``clustering.static_weight`` shapes the
+    PCA). Reads ``segments.parquet``, ``embeddings.parquet``, ``profiles.parquet``, ``metrics.json``,
+    ``model.json`` and, when present, ``excluded.parquet``. Overwrites an earlier report (a re-run
+    of the month). Raises ``ValueError`` naming any missing artifact.
+    """
+    from include.segmentation.writeback import model_version
+
+    run = load_run(config, month)
+    text = render_report(run, model_version(config.model_version_prefix, month), config.clustering.static_weight)
+    path = report_path(config, month)
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+_TEMPLATE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Market segments {{ month }}</title>
+<style>
+  body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; color: #1d2433; }
+  main { max-width: 1200px; margin: 0 auto; padding: 1rem 1.5rem 3rem; }
+  h1 { font-size: 1.6rem; margin: 0.5rem 0 1rem; }
+  h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #dde; padding-bottom: 0.3rem; }
+  dl.facts { display: grid; grid-template-columns: repeat(auto-fill, minmax(210px, 1fr)); gap: 0.5rem; }
+  dl.facts div { background: #f4f6fb; border-radius: 6px; padding: 0.5rem 0.7rem; }
+  dl.facts dt { font-size: 0.75rem; color: #5a6275; text-transform: uppercase; letter-spacing: 0.03em; }
+  dl.facts dd { margin: 0.15rem 0 0; font-size: 1.05rem; font-weight: 600; overflow-wrap: anywhere; }
+  /* fixed columns: each plot is drawn while the page loads, at its column's final width */
+  .grid2 { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 1rem; }
+  @media (max-width: 900px) { .grid2 { grid-template-columns: minmax(0, 1fr); } }
+  table { border-collapse: collapse; font-size: 0.85rem; width: 100%; }
+  th, td { border-bottom: 1px solid #e3e6ee; padding: 0.35rem 0.5rem; text-align: right; vertical-align: top; }
+  th { background: #f4f6fb; position: sticky; top: 0; }
+  td.text, th.text { text-align: left; }
+  .swatch { display: inline-block; width: 0.8rem; height: 0.8rem; border-radius: 50%; margin-right: 0.35rem;
+            vertical-align: -0.1rem; }
+  ul.descriptions { list-style: none; padding: 0; }
+  ul.descriptions li { margin: 0.4rem 0; }
+  .scroll { overflow-x: auto; }
+  .note { color: #5a6275; }
+</style>
+<script>{{ plotlyjs }}</script>
+</head>
+<body>
+{{ nav }}
+<main>
+<h1>Market segments, {{ month }}</h1>
+<dl class="facts">
+{% for label, value in facts %}  <div><dt>{{ label }}</dt><dd>{{ value }}</dd></div>
+{% endfor %}</dl>
+
+<h2>Segments</h2>
+<ul class="descriptions">
+{% for row in rows %}  <li class="segment-description" data-segment="{{ row.segment }}"><span class="swatch"
+    style="background: {{ row.colour }}"></span><strong>{% if row.segment == "unassigned" %}Unassigned{% else
+    %}Segment {{ row.segment }}{% endif %}</strong> ({{ row.n_markets }} market{{ "s" if row.n_markets != 1 else ""
+    }}): {{ row.description }}</li>
+{% endfor %}</ul>
+<section id="pca">{{ figures.pca }}</section>
+
+<h2>Segment profiles</h2>
+<p class="note">Means over each segment's markets: discount and loyalty shares in %, lifetime value in
+currency, product lines and subcategories as counts; trend is the monthly slope of log revenue, recent
+growth the last 3 months against the 3 before, volatility the sd of monthly log changes, seasonality the
+share of variance explained by month of year.</p>
+<div class="scroll">
+<table id="profile-table">
+<thead><tr><th class="text">segment</th>{% for h in headers
+  %}<th{% if h.text %} class="text"{% endif %}>{{ h.title }}</th>{% endfor %}</tr></thead>
+<tbody>
+{% for row in rows %}<tr data-segment="{{ row.segment }}"><td class="text"><span class="swatch"
+  style="background: {{ row.colour }}"></span>{{ row.segment }}</td>{% for c in row.cells
+  %}<td{% if headers[loop.index0].text %} class="text"{% endif %}>{{ c }}</td>{% endfor %}</tr>
+{% endfor %}</tbody>
+</table>
+</div>
+
+<h2>Model quality</h2>
+<div class="grid2">
+<section id="silhouettes">{{ figures.silhouette }}</section>
+{% if figures.k_curve is defined %}<section id="k-curve">{{ figures.k_curve }}</section>
+{% else %}<section id="k-curve"><p class="note">No k-selection curve: k was given, or the algorithm finds the
+number of segments itself.</p></section>
+{% endif %}<section id="loss">{{ figures.loss }}</section>
+</div>
+
+<h2>Markets that changed segment</h2>
+{% if not previous_month %}<p class="note">First month segmented: there is no previous month to compare with.</p>
+{% elif not moved %}<p class="note">No market changed segment since {{ previous_month }}{% if n_new
+  %} ({{ n_new }} market(s) had no SegmentID then: new, or unassigned){% endif %}.</p>
+{% else %}<p>{{ moved | length }} market(s) changed segment since {{ previous_month }}{% if n_new
+  %}; {{ n_new }} market(s) had no SegmentID then (new, or unassigned){% endif %}.</p>
+<table id="changed-markets">
+<thead><tr><th class="text">market</th><th class="text">name</th><th>{{ previous_month }}</th>
+  <th>{{ month }}</th></tr></thead>
+<tbody>
+{% for m in moved %}<tr><td class="text">{{ m.market_key }}</td><td class="text">{{ m.market_name }}</td>
+  <td>{{ m.previous_segment }}</td><td>{{ m.segment }}</td></tr>
+{% endfor %}</tbody>
+</table>
+{% endif %}
+{% if excluded %}<h2>Excluded markets</h2>
+<table id="excluded-markets">
+<thead><tr><th class="text">market</th><th class="text">reason</th></tr></thead>
+<tbody>
+{% for e in excluded %}<tr><td class="text">{{ e.market_key }}</td><td class="text">{{ e.reason }}</td></tr>
+{% endfor %}</tbody>
+</table>
+{% endif %}
+</main>
+</body>
+</html>
+"""

@@ -1,0 +1,239 @@
+"""The run report: each figure from frames, and the HTML of a real (synthetic, demo-like) run."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from include.segmentation import report
+from include.segmentation.artifacts import read_json, read_parquet
+from include.segmentation.clustering import STATIC_FEATURES
+from include.segmentation.config import SegmentationConfig
+from include.segmentation.pipeline import month_dir
+
+
+def _segments(n: int = 8, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    keys = [f"M{i}" for i in range(n)]
+    segments = pd.DataFrame(rng.random((n, len(STATIC_FEATURES))), columns=list(STATIC_FEATURES))
+    segments.insert(0, "market_key", keys)
+    segments["market_name"] = [f"Market {i}" for i in range(n)]
+    segments["segment_id"] = [1, 1, 2, 2, 3, 3, -1, 1][:n]
+    segments["previous_segment_id"] = [1.0, 2.0, 2.0, np.nan, 3.0, 1.0, 3.0, 1.0][:n]
+    embeddings = pd.DataFrame(rng.normal(size=(n, 4)), columns=[f"e{i}" for i in range(4)])
+    embeddings.insert(0, "market_key", keys[::-1])  # another order: joined by key
+    return segments, embeddings
+
+
+def _plot_data(page: str, div_id: str) -> list[dict]:
+    """The traces of the plotly figure drawn into ``div_id`` (plotly.py writes ``Plotly.newPlot("id", [...], ...)``)."""
+    match = re.search(r'Plotly\.newPlot\(\s*"' + re.escape(div_id) + r'",\s*', page)
+    assert match, f"no plotly figure drawn into #{div_id}"
+    data, _end = json.JSONDecoder().raw_decode(page, match.end())
+    return data
+
+
+def test_pca_projection_joins_by_key_and_keeps_every_market():
+    segments, embeddings = _segments()
+    frame = report.pca_projection(segments, embeddings, static_weight=0.5)
+    assert frame["market_key"].tolist() == segments["market_key"].tolist()
+    assert frame["segment"].tolist() == ["1", "1", "2", "2", "3", "3", "unassigned", "1"]
+    assert np.isfinite(frame[["pc1", "pc2"]].to_numpy()).all()
+    ev1, ev2 = frame.attrs["explained"]
+    assert 0 < ev2 <= ev1 <= 1
+    # the same markets with another embedding order give the same projection
+    again = report.pca_projection(segments, embeddings.iloc[::-1], static_weight=0.5)
+    np.testing.assert_allclose(np.abs(again[["pc1", "pc2"]]), np.abs(frame[["pc1", "pc2"]]), atol=1e-9)
+
+
+def test_pca_projection_names_markets_without_embedding():
+    segments, embeddings = _segments()
+    with pytest.raises(ValueError, match=r"\['M0'\] have a segment but no embedding"):
+        report.pca_projection(segments, embeddings[embeddings["market_key"] != "M0"], 0.5)
+
+
+def test_pca_figure_has_one_trace_per_segment_and_escapes_names():
+    segments, embeddings = _segments()
+    segments.loc[0, "market_name"] = "<script>alert(1)</script>"
+    fig = report.pca_figure(report.pca_projection(segments, embeddings, 0.5))
+    assert [t.name for t in fig.data] == ["segment 1", "segment 2", "segment 3", "unassigned"]
+    assert sum(len(t.x) for t in fig.data) == len(segments)
+    texts = [text for trace in fig.data for text in trace.text]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; (M0)" in texts
+    assert fig.data[-1].marker.color == "#B0B0B0"  # unassigned markets are grey
+
+
+def test_changed_markets_lists_only_moves():
+    segments, _ = _segments()
+    moved = report.changed_markets(segments)
+    # M1 2->1, M5 1->3, M6 3->unassigned; M3 is new (no previous id), the rest kept theirs
+    assert moved.to_dict("list") == {
+        "market_key": ["M1", "M5", "M6"],
+        "market_name": ["Market 1", "Market 5", "Market 6"],
+        "previous_segment": ["2", "1", "3"],
+        "segment": ["1", "3", "unassigned"],
+    }
+
+
+def test_loss_and_k_curve_figures():
+    loss = report.loss_figure([1.0, 0.5, 0.25])
+    assert list(loss.data[0].y) == [1.0, 0.5, 0.25]
+    assert loss.layout.yaxis.type == "log"
+    with pytest.raises(ValueError, match="no per-epoch losses"):
+        report.loss_figure([])
+    curve = report.k_curve_figure({"2": 0.3, "3": 0.5, "10": 0.1}, 3, {"2": 10.0, "3": 12.0, "10": 4.0})
+    assert list(curve.data[0].x) == [2, 3, 10]  # numeric order, not JSON key order
+    assert list(curve.data[0].y) == [0.3, 0.5, 0.1]
+    assert curve.data[1].name == "Calinski-Harabasz"
+    with pytest.raises(ValueError, match="empty k curve"):
+        report.k_curve_figure({}, 3)
+
+
+def test_profile_rows_read_columns_by_name():
+    profiles = pd.DataFrame(
+        {
+            "description": ["noise", "big", "small"],
+            "segment_id": [-1, 2, 1],
+            "n_markets": [1, 5, 2],
+            "share": [0.125, 0.625, 0.25],
+            "avg_ltv": [1000.0, 2500.5, np.nan],
+        }
+    )
+    headers, rows = report.profile_rows(profiles)
+    assert [h["title"] for h in headers] == ["markets", "share", "avg lifetime value"]
+    assert [r["segment"] for r in rows] == ["1", "2", "unassigned"]
+    assert rows[1]["cells"] == ["5", "62.5%", "2,500"]
+    assert rows[0]["cells"][2] == ""  # NaN stays empty
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['description'\]"):
+        report.profile_rows(profiles.drop(columns="description"))
+
+
+def test_build_report_names_missing_artifacts(tmp_path):
+    config = SegmentationConfig(artifacts_dir=str(tmp_path))
+    (tmp_path / "2013-12").mkdir()
+    (tmp_path / "2013-12" / "metrics.json").write_text("{}")
+    with pytest.raises(
+        ValueError, match=r"\['segments.parquet', 'embeddings.parquet', 'model.json', 'profiles.parquet'\]"
+    ):
+        report.build_report(config, pd.Period("2013-12", "M"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The report of real runs (tests.ui_helpers: two months on the synthetic warehouse)
+
+
+@pytest.fixture(scope="module")
+def december(segmented_months):
+    config, month = segmented_months.config, segmented_months.months[-1]
+    folder = month_dir(config, month)
+    page = (folder / report.REPORT_NAME).read_text()
+    return {
+        "page": page,
+        "segments": read_parquet(folder / "segments.parquet"),
+        "profiles": read_parquet(folder / "profiles.parquet"),
+        "metrics": read_json(folder / "metrics.json"),
+        "model": read_json(folder / "model.json"),
+    }
+
+
+def test_report_has_the_pca_plot_of_every_market(december):
+    page, segments = december["page"], december["segments"]
+    data = _plot_data(page, "pca-plot")
+    labels = [report.segment_label(v) for v in segments["segment_id"]]
+    assert sorted(t["name"] for t in data) == sorted({f"segment {x}" for x in labels})
+    shown = sorted(re.search(r"\((.+)\)$", text).group(1) for trace in data for text in trace["text"])
+    assert shown == sorted(segments["market_key"])
+    for trace in data:  # each market is drawn in its own segment's trace
+        keys = [re.search(r"\((.+)\)$", t).group(1) for t in trace["text"]]
+        expected = segments.set_index("market_key").loc[keys, "segment_id"].map(report.segment_label)
+        assert {f"segment {x}" for x in expected} == {trace["name"]}
+
+
+def test_report_has_the_profile_table_and_one_description_per_segment(december):
+    page, profiles = december["page"], december["profiles"]
+    table = page[page.index('<table id="profile-table">') : page.index("</table>", page.index('id="profile-table"'))]
+    rows = re.findall(r'<tr data-segment="([^"]+)">(.*?)</tr>', table, re.S)
+    labels = sorted(report.segment_label(v) for v in profiles["segment_id"])
+    assert sorted(label for label, _ in rows) == labels
+    for label, cells in rows:
+        profile = profiles[[report.segment_label(v) == label for v in profiles["segment_id"]]].iloc[0]
+        values = re.findall(r"<td[^>]*>(.*?)</td>", cells, re.S)
+        assert values[1] == str(int(profile["n_markets"]))  # after the segment column
+        assert values[2] == f"{100 * profile['share']:.1f}%"
+    descriptions = re.findall(r'<li class="segment-description" data-segment="([^"]+)">(.*?)</li>', page, re.S)
+    assert sorted(label for label, _ in descriptions) == labels
+    for label, item in descriptions:
+        profile = profiles[[report.segment_label(v) == label for v in profiles["segment_id"]]].iloc[0]
+        assert html.escape(profile["description"], quote=True) in item
+        assert profile["description"].strip()
+
+
+def test_report_has_the_run_figures_and_works_offline(december):
+    page, metrics, model = december["page"], december["metrics"], december["model"]
+    assert "lstm_hybrid_v2.0_20131231" in page
+    for key in ("silhouette_hybrid", "silhouette_lstm", "silhouette_static"):
+        assert f"{metrics[key]:.3f}" in page
+    assert _plot_data(page, "silhouette-plot")[0]["text"] == [
+        f"{metrics[k]:.3f}" for k in ("silhouette_hybrid", "silhouette_lstm", "silhouette_static")
+    ]
+    assert _plot_data(page, "loss-plot")[0]["y"] == pytest.approx(model["losses"])
+    assert [int(k) for k in _plot_data(page, "k-curve-plot")[0]["x"]] == sorted(int(k) for k in metrics["k_curve"])
+    assert "<dt>previous month</dt><dd>2013-11</dd>" in page  # the second month compares with the first
+    # self-contained: plotly.js inline once, nothing loaded from elsewhere
+    assert not re.search(r"<script[^>]*\ssrc=", page)
+    assert not re.search(r"<link[^>]*\shref=", page)
+    assert len(re.findall(r"Plotly\.newPlot\(", page)) == 4
+    assert page.count(report.NAV_MARKER) == 1
+
+
+def test_render_report_with_noise_moves_and_no_k_curve():
+    """A DBSCAN-like run: unassigned markets, markets that moved, excluded ones, no k curve; all escaped."""
+    segments, embeddings = _segments()
+    segments.loc[1, "market_name"] = "<img src=x onerror=alert(1)>"
+    profiles = pd.DataFrame(
+        {
+            "segment_id": [1, 2, 3, -1],
+            "n_markets": [3, 2, 2, 1],
+            "share": [0.375, 0.25, 0.25, 0.125],
+            "description": ["Growing <markets>", "Shrinking ones", "Steady & small", "Unassigned markets (noise)"],
+        }
+    )
+    run = report.RunArtifacts(
+        month=pd.Period("2014-01", "M"),
+        segments=segments,
+        embeddings=embeddings,
+        profiles=profiles,
+        metrics={
+            "algorithm": "dbscan",
+            "n_clusters": 3,
+            "noise_fraction": 0.125,
+            "silhouette_hybrid": 0.3,
+            "silhouette_lstm": float("nan"),
+            "silhouette_static": 0.2,
+            "stability": 0.6,
+            "previous_month": "2013-12",
+            "k_curve": {},
+        },
+        model={"losses": [0.9, 0.5], "final_loss": 0.5, "device": "cuda"},
+        excluded=pd.DataFrame({"market_key": ["Z"], "reason": ["sales in 1 of the last 12 months (< 3)"]}),
+    )
+    page = report.render_report(run, "lstm_hybrid_v2.0_20140131", static_weight=0.3)
+    assert "<img src=x" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page  # in the changed-markets table
+    assert "Growing &lt;markets&gt;" in page
+    assert "Steady &amp; small" in page
+    assert re.findall(r'<li class="segment-description" data-segment="([^"]+)">', page) == ["1", "2", "3", "unassigned"]
+    assert "No k-selection curve" in page
+    assert "k-curve-plot" not in page
+    assert _plot_data(page, "silhouette-plot")[0]["text"] == ["0.300", "n/a", "0.200"]
+    moved = page[page.index('<table id="changed-markets">') :]
+    assert re.findall(r"<tr><td class=\"text\">(M\d)</td>", moved) == ["M1", "M5", "M6"]
+    assert "3 market(s) changed segment since 2013-12; 1 market(s) had no SegmentID then (new, or unassigned)" in page
+    assert '<table id="excluded-markets">' in page
+    assert "<dt>static weight</dt><dd>0.30</dd>" in page
+    assert "<dt>trained on</dt><dd>cuda</dd>" in page
