@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from include.segmentation.report import NAV_MARKER
@@ -93,9 +92,6 @@ def artifacts(tmp_path, monkeypatch):
     (nov / "metrics.json").write_text(json.dumps(metrics | {"silhouette_static": float("nan")}))
     (dec / "metrics.json").write_text(json.dumps(metrics | {"n_clusters": 4, "stability": 0.75}))
     (nov / "report.html").write_text(f"<html><body>{NAV_MARKER}<main>the November report</main></body></html>")
-    pd.DataFrame({"segment_id": [1, 2, -1], "description": ["Big <b>ones</b>", "Small ones", "Noise"]}).to_parquet(
-        nov / "profiles.parquet"
-    )
     monkeypatch.setenv("SEGMENTATION_ARTIFACTS", str(tmp_path))
     return tmp_path
 
@@ -135,7 +131,8 @@ def test_about_page_explains_the_approach(plugin, artifacts):
 
 @pytest.fixture
 def warehouse(monkeypatch):
-    """An in-process emulator with a territory dimension and, by a call, ``MARKET_SEGMENT`` rows."""
+    """An in-process emulator with a territory dimension and, by a call, ``MARKET_SEGMENT`` rows
+    (and November's segment descriptions in ``SEGMENT_PROFILE``)."""
     import fakesnow
     import snowflake.connector
 
@@ -158,6 +155,14 @@ def warehouse(monkeypatch):
             cur.execute(
                 "CREATE TABLE IF NOT EXISTS MARKET_SEGMENT (MARKET_KEY VARCHAR, SEGMENT_MONTH DATE,"
                 " SEGMENT_ID NUMBER(4, 0), MODEL_VERSION VARCHAR, ALGORITHM VARCHAR, RUN_ID VARCHAR)"
+            )
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS SEGMENT_PROFILE (SEGMENT_MONTH DATE, SEGMENT_ID NUMBER(4, 0),"
+                " DESCRIPTION VARCHAR)"
+            )
+            cur.execute(
+                "INSERT INTO SEGMENT_PROFILE VALUES ('2013-11-01', 1, 'Big <b>ones</b>'),"
+                " ('2013-11-01', 2, 'Small ones'), ('2013-11-01', NULL, 'Noise')"
             )
             for key, month, segment in rows:
                 cur.execute(
