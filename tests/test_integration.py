@@ -3,6 +3,7 @@ AdventureWorksDW served by the embedded warehouse over the Snowflake protocol.""
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
@@ -141,6 +142,24 @@ def test_run_record_figures(two_runs):
     assert rows["SEGMENT_ID"].nunique() == runs["N_CLUSTERS"].iloc[0]
     metrics = json.loads((two_runs["artifacts"] / "metrics.json").read_text())
     assert metrics["n_clusters"] == runs["N_CLUSTERS"].iloc[0]
+
+
+def test_the_demo_run_has_profiles_descriptions_and_a_report(two_runs):
+    with connect(SegmentationConfig().warehouse) as conn:
+        cur = conn.cursor()
+        cur.execute(
+            "SELECT SEGMENT_ID, N_MARKETS, DESCRIPTION FROM SEGMENT_PROFILE WHERE SEGMENT_MONTH = %(m)s", {"m": MONTH}
+        )
+        profiles = cur.fetch_pandas_all()
+    rows = _month_rows()
+    assert sorted(profiles["SEGMENT_ID"]) == sorted(rows["SEGMENT_ID"].unique())
+    assert profiles["N_MARKETS"].sum() == len(rows)
+    report = (two_runs["artifacts"] / "report.html").read_text()
+    assert 'id="pca-plot"' in report
+    assert "plotly.js v" in report and "<script src=" not in report  # plotly.js inlined: works offline
+    for description in profiles["DESCRIPTION"]:
+        assert len(description) > 20
+        assert html.escape(description) in report
 
 
 def test_a_month_without_data_fails_at_once_and_changes_nothing(two_runs):
