@@ -18,6 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jinja2
@@ -32,6 +33,9 @@ from include.segmentation.config import SegmentationConfig
 if TYPE_CHECKING:
     import plotly.graph_objects as go
     from airflow.sdk import ObjectStoragePath
+
+#: The report's page layout (jinja2; every value is autoescaped).
+TEMPLATES = Path(__file__).with_name("templates")
 
 #: The report's file name in the month's artifact folder.
 REPORT_NAME = "report.html"
@@ -377,8 +381,10 @@ def _figure_html(fig: go.Figure, div_id: str) -> str:
 
 @cache
 def _template() -> jinja2.Template:
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    return env.from_string(_TEMPLATE)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+    return env.get_template("report.html")
 
 
 def _fmt(value: object, spec: str = ".3f") -> str:
@@ -458,106 +464,3 @@ def build_report(config: SegmentationConfig, month: pd.Period) -> str:
     path = report_path(config, month)
     path.write_text(text, encoding="utf-8")
     return str(path)
-
-
-_TEMPLATE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Market segments {{ month }}</title>
-<style>
-  body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; color: #1d2433; }
-  main { max-width: 1200px; margin: 0 auto; padding: 1rem 1.5rem 3rem; }
-  h1 { font-size: 1.6rem; margin: 0.5rem 0 1rem; }
-  h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #dde; padding-bottom: 0.3rem; }
-  dl.facts { display: grid; grid-template-columns: repeat(auto-fill, minmax(210px, 1fr)); gap: 0.5rem; }
-  dl.facts div { background: #f4f6fb; border-radius: 6px; padding: 0.5rem 0.7rem; }
-  dl.facts dt { font-size: 0.75rem; color: #5a6275; text-transform: uppercase; letter-spacing: 0.03em; }
-  dl.facts dd { margin: 0.15rem 0 0; font-size: 1.05rem; font-weight: 600; overflow-wrap: anywhere; }
-  /* fixed columns: each plot is drawn while the page loads, at its column's final width */
-  .grid2 { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 1rem; }
-  @media (max-width: 900px) { .grid2 { grid-template-columns: minmax(0, 1fr); } }
-  table { border-collapse: collapse; font-size: 0.85rem; width: 100%; }
-  th, td { border-bottom: 1px solid #e3e6ee; padding: 0.35rem 0.5rem; text-align: right; vertical-align: top; }
-  th { background: #f4f6fb; position: sticky; top: 0; }
-  td.text, th.text { text-align: left; }
-  .swatch { display: inline-block; width: 0.8rem; height: 0.8rem; border-radius: 50%; margin-right: 0.35rem;
-            vertical-align: -0.1rem; }
-  ul.descriptions { list-style: none; padding: 0; }
-  ul.descriptions li { margin: 0.4rem 0; }
-  .scroll { overflow-x: auto; }
-  .note { color: #5a6275; }
-</style>
-<script>{{ plotlyjs }}</script>
-</head>
-<body>
-{{ nav }}
-<main>
-<h1>Market segments, {{ month }}</h1>
-<dl class="facts">
-{% for label, value in facts %}  <div><dt>{{ label }}</dt><dd>{{ value }}</dd></div>
-{% endfor %}</dl>
-
-<h2>Segments</h2>
-<ul class="descriptions">
-{% for row in rows %}  <li class="segment-description" data-segment="{{ row.segment }}"><span class="swatch"
-    style="background: {{ row.colour }}"></span><strong>{% if row.segment == "unassigned" %}Unassigned{% else
-    %}Segment {{ row.segment }}{% endif %}</strong> ({{ row.n_markets }} market{{ "s" if row.n_markets != 1 else ""
-    }}): {{ row.description }}</li>
-{% endfor %}</ul>
-<section id="pca">{{ figures.pca }}</section>
-
-<h2>Segment profiles</h2>
-<p class="note">Means over each segment's markets: discount and loyalty shares in %, lifetime value in
-currency, product lines and subcategories as counts; trend is the monthly slope of log revenue, recent
-growth the last 3 months against the 3 before, volatility the sd of monthly log changes, seasonality the
-share of variance explained by month of year.</p>
-<div class="scroll">
-<table id="profile-table">
-<thead><tr><th class="text">segment</th>{% for h in headers
-  %}<th{% if h.text %} class="text"{% endif %}>{{ h.title }}</th>{% endfor %}</tr></thead>
-<tbody>
-{% for row in rows %}<tr data-segment="{{ row.segment }}"><td class="text"><span class="swatch"
-  style="background: {{ row.colour }}"></span>{{ row.segment }}</td>{% for c in row.cells
-  %}<td{% if headers[loop.index0].text %} class="text"{% endif %}>{{ c }}</td>{% endfor %}</tr>
-{% endfor %}</tbody>
-</table>
-</div>
-
-<h2>Model quality</h2>
-<div class="grid2">
-<section id="silhouettes">{{ figures.silhouette }}</section>
-{% if figures.k_curve is defined %}<section id="k-curve">{{ figures.k_curve }}</section>
-{% else %}<section id="k-curve"><p class="note">No k-selection curve: k was given, or the algorithm finds the
-number of segments itself.</p></section>
-{% endif %}<section id="loss">{{ figures.loss }}</section>
-</div>
-
-<h2>Markets that changed segment</h2>
-{% if not previous_month %}<p class="note">First month segmented: there is no previous month to compare with.</p>
-{% elif not moved %}<p class="note">No market changed segment since {{ previous_month }}{% if n_new
-  %} ({{ n_new }} market(s) had no SegmentID then: new, or unassigned){% endif %}.</p>
-{% else %}<p>{{ moved | length }} market(s) changed segment since {{ previous_month }}{% if n_new
-  %}; {{ n_new }} market(s) had no SegmentID then (new, or unassigned){% endif %}.</p>
-<table id="changed-markets">
-<thead><tr><th class="text">market</th><th class="text">name</th><th>{{ previous_month }}</th>
-  <th>{{ month }}</th></tr></thead>
-<tbody>
-{% for m in moved %}<tr><td class="text">{{ m.market_key }}</td><td class="text">{{ m.market_name }}</td>
-  <td>{{ m.previous_segment }}</td><td>{{ m.segment }}</td></tr>
-{% endfor %}</tbody>
-</table>
-{% endif %}
-{% if excluded %}<h2>Excluded markets</h2>
-<table id="excluded-markets">
-<thead><tr><th class="text">market</th><th class="text">reason</th></tr></thead>
-<tbody>
-{% for e in excluded %}<tr><td class="text">{{ e.market_key }}</td><td class="text">{{ e.reason }}</td></tr>
-{% endfor %}</tbody>
-</table>
-{% endif %}
-</main>
-</body>
-</html>
-"""
