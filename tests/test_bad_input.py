@@ -690,7 +690,10 @@ def test_a_month_not_loaded_yet_fails_the_run(tmp_path):
     config = make_config(tmp_path)
     with (
         warehouse(make_star(end="2013-11"), config),
-        pytest.raises(ValueError, match=r"empty_month: 1 months \(latest month with sales: 1 month\(s\) before it\)"),
+        pytest.raises(
+            ValueError,
+            match=r"empty_month: 1 run month without sales \(latest month with sales: 1 month\(s\) before it\)",
+        ),
     ):
         until_quality(config)
 

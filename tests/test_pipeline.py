@@ -21,7 +21,8 @@ def config(request, tmp_path, monkeypatch):
     import snowflake.connector
 
     monkeypatch.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(8765))
-    star = synthetic_star(n_markets=12, start="2012-01", end="2013-12", seed=5)
+    # sales through January 2014: the test runs December, then January (lines after a run's month are never read)
+    star = synthetic_star(n_markets=12, start="2012-01", end="2014-01", seed=5)
     # a market whose only sale is long before the window: monthly history but no static features
     old = (
         star["fact_sale"]

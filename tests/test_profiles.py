@@ -88,6 +88,8 @@ def test_mixed_regions_and_missing_columns():
     profiles = segment_profiles(markets).set_index("segment_id")
     assert profiles.loc[1, "group_share"] == 0.5
     assert profiles.loc[1, "description"].startswith("Markets from several regions with ")
+    markets.loc[markets["segment_id"] == 1, "territory_group"] = ["Europe"] * 4 + ["Pacific"] * 2
+    assert segment_profiles(markets).set_index("segment_id").loc[1, "description"].startswith("Mostly Europe markets")
     with pytest.raises(ValueError, match=r"missing column\(s\) \['seasonality'\]"):
         segment_profiles(markets.drop(columns="seasonality"))
     with pytest.raises(ValueError, match="no markets to profile"):

@@ -190,7 +190,8 @@ def describe(profiles: pd.DataFrame, markets: pd.DataFrame, max_features: int = 
         if row["segment_id"] == -1:
             subject = "Unassigned markets (noise)"
         elif row["main_group"] is not None and row["group_share"] >= 0.6:
-            subject = f"{row['main_group']} markets"
+            # "Mostly": the examples may well include a market from another region.
+            subject = f"{'' if row['group_share'] == 1.0 else 'Mostly '}{row['main_group']} markets"
         else:
             subject = "Markets from several regions"
         if not parts:

@@ -112,7 +112,7 @@ def market_findings(
     if not active[:, -1].any():
         with_sales = np.flatnonzero(active.any(axis=0))
         gap = f"{active.shape[1] - 1 - with_sales[-1]} month(s) before it" if len(with_sales) else "none in the history"
-        empty = Finding("empty_month", 1, "months", (), f"latest month with sales: {gap}")
+        empty = Finding("empty_month", 1, "run month without sales", (), f"latest month with sales: {gap}")
     return [
         empty,
         _finding("negative_months", "markets", markets, (window < 0).any(axis=1)),

@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     profiles["segment"] = profiles["segment_id"].map(lambda v: "unassigned" if pd.isna(v) else str(int(v)))
     columns = ["segment", "n_markets", *STATIC_FEATURES, *TREND_FEATURES, "main_group"]
-    with pd.option_context("display.width", 250, "display.max_columns", 30, "display.precision", 3):
+    fixed = {"display.width": 250, "display.max_columns": 30, "display.float_format": "{:,.3f}".format}
+    with pd.option_context(*(x for item in fixed.items() for x in item)):
         print(profiles[columns].to_string(index=False))
     print()
     for row in profiles.itertuples():
