@@ -1,0 +1,196 @@
+"""Segmentation stability on AdventureWorks: across seeds (same month) and across consecutive months.
+
+    .venv/bin/python -m benchmarks.stability                     # 2013-07..2013-12, 3 seeds
+    .venv/bin/python -m benchmarks.stability --source synthetic --months 2013-11,2013-12 --seeds 2 --min-steps 5
+
+Runs the real pipeline (``pipeline.run_month``, dry run: nothing is written back) month by month on
+the embedded warehouse (fakesnow, in-process, its files in a temporary folder), once per
+``config.seed`` (the per-month seed is ``pipeline.month_seed``), with every artifact in the same
+temporary folder. Compares the ``segment_id`` of ``segments.parquet`` by adjusted Rand index (ARI)
+on the markets two runs share:
+
+- seed stability: the same month, two seeds (every pair of seeds);
+- month stability: the same seed, a month and the month after (each model is trained afresh on its
+  own history, as the DAG does).
+
+k is chosen per run by silhouette unless ``--n-clusters`` fixes it (the printed k shows when runs
+disagree on it). Figures, not pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.report import Report, mean_sd, output_path, table
+
+
+def shared_ari(a: pd.Series, b: pd.Series) -> tuple[float, int]:
+    """ARI between two segmentations (market key -> segment id) on their shared markets, and how many.
+
+    NaN when fewer than 2 markets are shared.
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    shared = a.index.intersection(b.index)
+    if len(shared) < 2:
+        return float("nan"), len(shared)
+    return float(adjusted_rand_score(a.loc[shared].to_numpy(), b.loc[shared].to_numpy())), len(shared)
+
+
+def run_grid(
+    star: dict[str, pd.DataFrame], months: list[pd.Period], seeds: list[int], workdir: Path, overrides: dict
+) -> tuple[dict[tuple[int, pd.Period], pd.Series], dict[tuple[int, pd.Period], dict]]:
+    """Load ``star`` into an emulator under ``workdir`` and run every (seed, month) as a dry run.
+
+    ``overrides`` are merged into the configuration (``load_config()``: ``SEGMENTATION_CONFIG`` if set)
+    section by section. Returns ``({(seed, month): segment ids by market key}, {(seed, month): the
+    cluster step's result plus wall seconds})``.
+    """
+    import fakesnow
+    import snowflake.connector
+
+    from include.segmentation import pipeline
+    from include.segmentation.artifacts import read_parquet
+    from include.segmentation.config import SegmentationConfig, load_config
+    from include.segmentation.demo_data import load_star
+
+    base = load_config().model_dump(by_alias=True)
+    for section, values in overrides.items():
+        base[section] = base[section] | values if isinstance(values, dict) else values
+    segments, info = {}, {}
+    (workdir / "warehouse").mkdir(parents=True, exist_ok=True)
+    with fakesnow.patch(db_path=str(workdir / "warehouse")):
+        warehouse = SegmentationConfig.model_validate(base).warehouse
+        conn = snowflake.connector.connect(database=warehouse.database, schema=warehouse.schema_)
+        try:
+            load_star(conn, star, warehouse)
+        finally:
+            conn.close()
+        for seed in seeds:
+            config = SegmentationConfig.model_validate(
+                base | {"seed": seed, "artifacts_dir": str(workdir / f"artifacts-seed{seed}")}
+            )
+            for month in months:
+                start = time.perf_counter()
+                steps = pipeline.run_month(config, month, run_id=f"stability-{seed}-{month}", dry_run=True)
+                frame = read_parquet(steps["cluster_markets"]["path"])
+                segments[(seed, month)] = pd.Series(
+                    frame["segment_id"].to_numpy(), index=frame["market_key"].astype(str).to_numpy()
+                )
+                info[(seed, month)] = steps["cluster_markets"] | {"seconds": time.perf_counter() - start}
+                print(
+                    f"  seed {seed} {month}: {len(frame)} markets, k={info[(seed, month)]['n_clusters']}, "
+                    f"{info[(seed, month)]['seconds']:.1f} s",
+                    flush=True,
+                )
+    return segments, info
+
+
+def main(argv: list[str] | None = None) -> dict[str, list[float]]:
+    """Run the benchmark; returns ``{"seed": [ARI per month, seed pair], "month": [ARI per seed, month pair]}``."""
+    import torch
+
+    from include.segmentation import demo_data
+    from include.segmentation.emulator import connection_json
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--months", default="2013-07,2013-08,2013-09,2013-10,2013-11,2013-12")
+    parser.add_argument("--seeds", type=int, default=3, help="config.seed = 2024, 2025, ...")
+    parser.add_argument("--source", choices=["adventureworks", "synthetic"], default="adventureworks")
+    parser.add_argument("--epochs", type=int, default=None, help="ModelConfig.epochs (default: the library's)")
+    parser.add_argument("--min-steps", type=int, default=None, help="ModelConfig.min_steps (default: the library's)")
+    parser.add_argument("--n-clusters", type=int, default=None, help="fix k (default: chosen by silhouette)")
+    parser.add_argument("--output", default="default", help="'default' (results/stability.txt), a path, or none")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(1)
+    months = [pd.Period(m, "M") for m in args.months.split(",")]
+    seeds = [2024 + i for i in range(args.seeds)]
+    model = {"cpu_threads": 1} | {
+        k: v for k, v in {"epochs": args.epochs, "min_steps": args.min_steps}.items() if v is not None
+    }
+    overrides: dict = {"model": model}
+    if args.n_clusters is not None:
+        overrides["clustering"] = {"n_clusters": args.n_clusters}
+
+    report = Report("benchmarks.stability: ARI between segmentations across seeds and consecutive months")
+    star = demo_data.adventureworks_star() if args.source == "adventureworks" else demo_data.synthetic_star()
+    report.add(
+        f"data: {args.source} ({len(star['fact_sale']):,} fact rows, {star['territory'].shape[0]} markets); "
+        f"months {args.months}; config.seed {seeds}; overrides {overrides}"
+    )
+    with tempfile.TemporaryDirectory(prefix="stability-") as tmp:
+        # The pipeline reaches the warehouse through an Airflow connection; fakesnow.patch answers it
+        # in-process. Without an AIRFLOW_HOME, a throw-away one keeps Airflow from creating ~/airflow
+        # (left set: Airflow reads it once, at import).
+        os.environ.setdefault("AIRFLOW_HOME", str(Path(tempfile.mkdtemp(prefix="stability-airflow-"))))
+        saved = os.environ.get("AIRFLOW_CONN_SNOWFLAKE_DEFAULT")
+        os.environ["AIRFLOW_CONN_SNOWFLAKE_DEFAULT"] = connection_json(8765)
+        try:
+            start = time.perf_counter()
+            segments, info = run_grid(star, months, seeds, Path(tmp), overrides)
+            total = time.perf_counter() - start
+        finally:
+            if saved is None:
+                os.environ.pop("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", None)
+            else:
+                os.environ["AIRFLOW_CONN_SNOWFLAKE_DEFAULT"] = saved
+
+    report.add()
+    report.add("runs (k chosen, markets segmented, silhouette of the hybrid view)")
+    report.add(
+        table(
+            ["seed", "month", "k", "markets", "silhouette", "s"],
+            [
+                [
+                    str(s),
+                    str(m),
+                    str(i["n_clusters"]),
+                    str(len(segments[(s, m)])),
+                    i["silhouette_hybrid"] or np.nan,
+                    f"{i['seconds']:.1f}",
+                ]
+                for (s, m), i in info.items()
+            ],
+        )
+    )
+    seed_rows, seed_scores = [], []
+    for month in months:
+        pairs = [shared_ari(segments[(a, month)], segments[(b, month)]) for a, b in itertools.combinations(seeds, 2)]
+        seed_scores += [v for v, _ in pairs]
+        ks = sorted({info[(s, month)]["n_clusters"] for s in seeds})
+        seed_rows.append([str(month), str(len(pairs)), mean_sd([v for v, _ in pairs]), ",".join(map(str, ks))])
+    month_rows, month_scores = [], []
+    for seed in seeds:
+        for a, b in itertools.pairwise(months):
+            value, n = shared_ari(segments[(seed, a)], segments[(seed, b)])
+            month_scores.append(value)
+            month_rows.append([str(seed), f"{a} -> {b}", str(n), value])
+    report.add()
+    report.add("seed stability: same month, every pair of seeds (ARI on shared markets)")
+    report.add(table(["month", "pairs", "ARI", "k per seed"], seed_rows))
+    report.add()
+    report.add("month stability: same seed, consecutive months (ARI on shared markets)")
+    report.add(table(["seed", "months", "shared", "ARI"], month_rows))
+    report.add()
+    report.add(
+        table(
+            ["summary", "ARI"],
+            [["across seeds (same month)", mean_sd(seed_scores)], ["across months (same seed)", mean_sd(month_scores)]],
+        )
+    )
+    report.add(f"total {total:.0f} s for {len(info)} runs")
+    report.save(output_path(args.output, "stability"))
+    return {"seed": seed_scores, "month": month_scores}
+
+
+if __name__ == "__main__":
+    main()
