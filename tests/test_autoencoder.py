@@ -80,3 +80,25 @@ def test_collapsed_embeddings_are_detected():
     with torch.no_grad():  # an encoder whose output ignores its input: every market embeds alike
         trained.model.to_embedding.weight.zero_()
     assert embedding_spread(embed(trained, x)) < 1e-6  # float32 rounding only, far below the 1e-3 alarm
+
+
+def test_embedding_does_not_depend_on_the_batch_size():
+    x, _ = waves(n=50)
+    trained = train_autoencoder(x, SMALL, seed=5)
+    whole = embed(trained, x)
+    np.testing.assert_allclose(embed(trained, x, batch_size=7), whole, rtol=1e-5, atol=1e-6)
+    assert whole.dtype == np.float32
+    assert embed(trained, x[:0]).shape == (0, 8)
+
+
+def test_passive_openmp_is_a_default_not_an_override(monkeypatch):
+    import os
+
+    from include.segmentation.autoencoder import passive_openmp
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    passive_openmp()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    passive_openmp()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

@@ -115,3 +115,61 @@ def test_non_finite_static_feature_is_named():
     static[3, 4] = np.inf
     with pytest.raises(ValueError, match=r"\['avg_ltv'\]"):
         cl.cluster_markets(static, embedding, ClusterConfig(), seed=0)
+
+
+def test_small_warehouses_keep_the_full_kmeans_path():
+    """Below selection_sample and minibatch_threshold every market takes part, exactly as before:
+    KMeans with 10 inits on all markets for each k and for the final labels."""
+    from sklearn.cluster import KMeans
+
+    static, embedding, _ = blobs()
+    config = ClusterConfig()
+    result = cl.cluster_markets(static, embedding, config, seed=4)
+    hybrid = cl.hybrid_features(static, embedding, config.static_weight)
+    k, curve, alternative = cl.choose_k(hybrid, config.k_min, config.k_max, seed=4)
+    assert (result.n_clusters, result.k_curve, result.k_curve_calinski_harabasz) == (k, curve, alternative)
+    expected = cl.relabel_by_size(KMeans(n_clusters=k, n_init=10, random_state=4).fit_predict(hybrid))
+    np.testing.assert_array_equal(result.labels, expected)
+    view = cl.standardize(static)
+    assert result.silhouette_static == cl.silhouette(view, KMeans(k, n_init=10, random_state=4).fit_predict(view), 4)
+
+
+def test_large_warehouses_choose_k_on_a_sample_and_fit_minibatch_kmeans(monkeypatch):
+    static, embedding, truth = blobs(n_per=1000)
+    fitted = []
+    full_fit = cl._kmeans_model
+    monkeypatch.setattr(cl, "_kmeans_model", lambda x, k, seed: fitted.append(len(x)) or full_fit(x, k, seed))
+    config = ClusterConfig(selection_sample=300, minibatch_threshold=1000)
+    result = cl.cluster_markets(static, embedding, config, seed=2)
+    assert fitted
+    assert max(fitted) == 300  # every KMeans (k curve, views) ran on the sample; the final fit is MiniBatch
+    assert result.n_clusters == 3
+    assert sorted(result.k_curve) == list(range(2, 11))
+    assert adjusted_rand_score(truth, result.labels) == 1.0
+    assert 0.5 < result.silhouette_lstm <= 1.0
+    assert 0.5 < result.silhouette_static <= 1.0
+
+
+def test_a_given_k_above_the_threshold_starts_minibatch_from_the_sample():
+    static, embedding, truth = blobs(n_per=1000)
+    config = ClusterConfig(n_clusters=3, selection_sample=300, minibatch_threshold=1000)
+    result = cl.cluster_markets(static, embedding, config, seed=0)
+    assert result.k_curve == {}
+    assert adjusted_rand_score(truth, result.labels) == 1.0
+
+
+def test_choose_k_on_a_sample_is_seeded():
+    static, embedding, _ = blobs(n_per=200)
+    hybrid = cl.hybrid_features(static, embedding, 0.5)
+    first = cl.choose_k(hybrid, 2, 5, seed=1, sample=100)
+    assert first == cl.choose_k(hybrid, 2, 5, seed=1, sample=100)
+    assert first[0] == 3
+    assert len(cl.sample_rows(600, 100, seed=1)) == 100
+    assert cl.sample_rows(600, 600, seed=1) is None
+
+
+@pytest.mark.parametrize("algorithm", ["dbscan", "hdbscan"])
+def test_density_clustering_is_refused_above_its_size_limit(algorithm):
+    static, embedding, _ = blobs(n_per=50)
+    with pytest.raises(ValueError, match=rf"{algorithm} on 150 markets is refused.*density_max_markets \(100\)"):
+        cl.cluster_markets(static, embedding, ClusterConfig(algorithm=algorithm, density_max_markets=100), seed=0)

@@ -117,3 +117,61 @@ def test_aware_month_starts_keep_the_month_they_were_written_in(monthly):
     monthly.loc[0, "month_start"] = pd.Timestamp("2013-11-01 00:00", tz="Europe/Berlin").tz_convert("UTC")
     markets, grid = seq.monthly_grid(monthly, seq.month_range(pd.Period("2013-12", "M"), 3))
     np.testing.assert_array_equal(grid[0, :, 0], [100.0, 200.0, 50.0])  # 2013-10-31 23:00 UTC -> October
+
+
+def _reference_grid(monthly, months):
+    """The pivot monthly_grid does, written the slow obvious way."""
+    frame = monthly.assign(month=pd.to_datetime(monthly["month_start"]).dt.to_period("M"))
+    frame = frame[frame["month"].isin(months)]
+    keys = sorted(frame["market_key"].astype(str).unique())
+    grid = np.zeros((len(keys), len(months), len(seq.MONTHLY_COLUMNS)))
+    for row in frame.itertuples():
+        values = [getattr(row, c) for c in seq.MONTHLY_COLUMNS]
+        grid[keys.index(str(row.market_key)), months.get_loc(row.month)] = values
+    return keys, grid
+
+
+@pytest.mark.parametrize("key_dtype", ["str", object])
+def test_monthly_grid_equals_a_plain_pivot(key_dtype):
+    rng = np.random.default_rng(3)
+    months = seq.month_range(pd.Period("2013-12", "M"), 12)
+    starts = pd.period_range("2012-06", "2014-02", freq="M").to_timestamp()  # some outside the window
+    cells = [(f"K{m:03d}", s) for m in range(40) for s in starts if rng.random() < 0.6]
+    rng.shuffle(cells)
+    monthly = pd.DataFrame(cells, columns=["market_key", "month_start"])
+    monthly["market_key"] = monthly["market_key"].astype(key_dtype)
+    for col in seq.MONTHLY_COLUMNS:
+        monthly[col] = rng.integers(1, 1000, len(monthly)).astype(float)
+    markets, grid = seq.monthly_grid(monthly, months)
+    keys, expected = _reference_grid(monthly, months)
+    assert markets.tolist() == keys
+    assert all(type(k) is str for k in markets)
+    np.testing.assert_array_equal(grid, expected)
+
+
+def test_the_first_repeated_row_is_named_inside_and_outside_the_window(monthly):
+    months = seq.month_range(pd.Period("2013-12", "M"), 3)
+    # rows: B 2013-10 repeats before A 2013-10 does
+    rows = pd.concat([monthly.iloc[[0, 3, 3, 0]], monthly.iloc[[1]]], ignore_index=True)
+    with pytest.raises(ValueError, match="market 'B' has more than one row for month 2013-10"):
+        seq.monthly_grid(rows, months)
+    old = monthly.iloc[[0, 0]].assign(month_start=pd.Timestamp("2012-01-01"))
+    with pytest.raises(ValueError, match="market 'A' has more than one row for month 2012-01"):
+        seq.monthly_grid(pd.concat([monthly, old], ignore_index=True), months)
+
+
+def test_the_first_non_finite_measure_is_named(monthly):
+    monthly = monthly.astype({"quantity": float})
+    monthly.loc[4, "revenue"] = np.inf
+    monthly.loc[2, "quantity"] = np.nan
+    with pytest.raises(ValueError, match=r"market 'A' has a non-finite quantity \(nan\) in 2013-12"):
+        seq.monthly_grid(monthly, seq.month_range(pd.Period("2013-12", "M"), 3))
+
+
+def test_sequence_features_are_unchanged_by_the_in_place_build():
+    grid = np.random.default_rng(0).normal(100, 50, (5, 7, 4))
+    log = np.sign(grid) * np.log1p(np.abs(grid))
+    expected = np.stack(
+        [log[..., 0], np.diff(log[..., 0], axis=1, prepend=log[:, :1, 0]), log[..., 3], log[..., 1]], axis=-1
+    )
+    np.testing.assert_array_equal(seq.sequence_features(grid), expected)

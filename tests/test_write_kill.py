@@ -32,7 +32,7 @@ TABLES = {
 
 #: name -> (kill before/after the statement, statement prefix (whitespace-normalised, upper case), n-th match)
 KILL_POINTS = {
-    "while staging": ("before", "INSERT INTO MARKET_SEGMENT_STAGE ", 3),
+    "while staging": ("before", "COPY INTO SEGMENT_MIGRATION_STAGE", 1),
     "before BEGIN": ("before", "BEGIN", 1),
     "after the DELETE": ("after", "DELETE FROM MARKET_SEGMENT WHERE", 1),
     "after the INSERT": ("after", "INSERT INTO MARKET_SEGMENT (", 1),

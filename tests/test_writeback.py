@@ -1,5 +1,6 @@
 """Idempotent, atomic write-back on the emulator."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -197,3 +198,72 @@ def test_profiles_must_match_the_segments(fake_conn):
             profiles=profiles_for([1, 2]).drop(columns="description"),
         )
     assert rows(fake_conn) == before
+
+
+def test_stage_frames_are_built_without_a_loop_over_markets_and_typed():
+    from include.segmentation.writeback import migration_frame, segment_frame
+
+    n = 50_000
+    segments = pd.DataFrame(
+        {
+            "market_key": [f"M{i:06d}" for i in range(n)],
+            "segment_id": np.where(np.arange(n) % 10 == 0, -1, np.arange(n) % 4 + 1),
+            "previous_segment_id": np.where(np.arange(n) % 7 == 0, np.nan, np.arange(n) % 3 + 1),
+        }
+    )
+    stage = segment_frame(segments, DEC, run())
+    assert list(stage.columns) == ["MARKET_KEY", "SEGMENT_MONTH", "SEGMENT_ID", "MODEL_VERSION", "ALGORITHM", "RUN_ID"]
+    assert str(stage["SEGMENT_ID"].dtype) == "Int64"
+    assert stage["SEGMENT_ID"].isna().sum() == n // 10
+    assert stage["SEGMENT_MONTH"].iloc[0] == pd.Timestamp("2013-12-01").date()
+    moves = migration_frame(stage, segments, NOV)
+    expected = (
+        segments["previous_segment_id"].notna()
+        & (segments["segment_id"] != -1)
+        & (segments["previous_segment_id"] != segments["segment_id"])
+    )
+    np.testing.assert_array_equal(moves["MOVED"].to_numpy(), expected.to_numpy())
+    assert moves["PREVIOUS_MONTH"].iloc[0] == pd.Timestamp("2013-11-01").date()
+
+
+def test_a_large_month_is_one_bulk_load_per_table(fake_conn, monkeypatch):
+    from fakesnow.cursor import FakeSnowflakeCursor
+
+    statements = []
+    original = FakeSnowflakeCursor.execute
+
+    def execute(self, command, *args, **kwargs):
+        statements.append(" ".join(str(command).split()).upper())
+        return original(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(FakeSnowflakeCursor, "execute", execute)
+    n = 20_000
+    segments = pd.DataFrame(
+        {
+            "market_key": [f"M{i:06d}" for i in range(n)],
+            "segment_id": np.arange(n) % 3 + 1,
+            "previous_segment_id": np.arange(n) % 2 + 1,
+        }
+    )
+    assert write_segments(fake_conn, W, segments, DEC, run(), previous_month=NOV) == n
+    for table in ("MARKET_SEGMENT_STAGE", "SEGMENT_MIGRATION_STAGE"):
+        assert sum(s.startswith(f"COPY INTO {table} ") for s in statements) == 1
+        assert not any(s.startswith(f"INSERT INTO {table}") for s in statements)
+    cur = fake_conn.cursor()
+    cur.execute("SELECT COUNT(*), COUNT(DISTINCT MARKET_KEY), SUM(SEGMENT_ID) FROM MARKET_SEGMENT")
+    assert cur.fetchone() == (n, n, int(segments["segment_id"].sum()))
+    cur.execute("SELECT SUM(CASE WHEN MOVED THEN 1 ELSE 0 END), COUNT(PREVIOUS_MONTH) FROM SEGMENT_MIGRATION")
+    moved = int((segments["segment_id"] != segments["previous_segment_id"]).sum())
+    assert cur.fetchone() == (moved, n)
+
+
+def test_object_columns_and_non_finite_profile_values(fake_conn):
+    mixed = pd.DataFrame({"market_key": ["A", "B", "C"], "segment_id": pd.Series([1, None, np.nan], dtype=object)})
+    profiles = profiles_for([1, -1])
+    profiles.loc[1, "volatility"] = float("inf")
+    profiles.loc[1, "main_group"] = None
+    write_segments(fake_conn, W, mixed, DEC, run(), profiles=profiles)
+    assert [(r[0], r[2]) for r in rows(fake_conn, DEC)] == [("A", 1), ("B", None), ("C", None)]
+    cur = fake_conn.cursor()
+    cur.execute("SELECT SEGMENT_ID, VOLATILITY, MAIN_GROUP FROM SEGMENT_PROFILE ORDER BY SEGMENT_ID NULLS LAST")
+    assert cur.fetchall() == [(1, 0.5, "Europe"), (None, None, None)]

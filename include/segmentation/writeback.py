@@ -1,13 +1,15 @@
 """Idempotent write-back of SegmentIDs, segment migrations and the run record.
 
 One month's rows are replaced in a single transaction: checked (one row per MARKET_KEY, valid ids),
-staged in session-scoped temporary tables, then the month's rows are deleted and the staged rows
-inserted, keyed by (MARKET_KEY, SEGMENT_MONTH). A failure at any point rolls back, leaving the
-previous contents of every month as they were.
+built as frames (vectorised, no loop over markets), bulk-loaded into session-scoped temporary tables
+(``warehouse.insert_frame``: one Parquet file and one COPY INTO per table), then the month's rows
+are deleted and the staged rows inserted, keyed by (MARKET_KEY, SEGMENT_MONTH). A failure at any
+point rolls back, leaving the previous contents of every month as they were.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
@@ -17,7 +19,7 @@ import pandas as pd
 
 from include.segmentation.clustering import STATIC_FEATURES
 from include.segmentation.profiles import TREND_FEATURES
-from include.segmentation.warehouse import insert_rows, render_sql, split_statements
+from include.segmentation.warehouse import insert_frame, render_sql, split_statements
 
 if TYPE_CHECKING:
     from snowflake.connector import SnowflakeConnection
@@ -80,8 +82,51 @@ def _bindable(value: object) -> object:
     return value
 
 
-def segment_rows(segments: pd.DataFrame, month: pd.Period, run: RunRecord) -> list[tuple]:
-    """Rows for the stage table from a frame with ``market_key`` and ``segment_id`` (-1/NaN = noise).
+def _date_column(day: dt.date | None, n: int) -> pd.Series:
+    # An Arrow date32 column: Parquet DATE (a NULL one keeps its type), read as DATE by COPY INTO.
+    import pyarrow as pa
+
+    values = pa.nulls(n, pa.date32()) if day is None else pa.array(np.full(n, np.datetime64(day, "D")))
+    return pd.Series(pd.arrays.ArrowExtensionArray(values))
+
+
+def _id_column(values: np.ndarray, missing: np.ndarray) -> pd.Series:
+    # Whole numbers as nullable Int64: NULL where ``missing``.
+    return pd.Series(pd.arrays.IntegerArray(np.where(missing, 0, values).astype(np.int64), missing.copy()))
+
+
+def _text_column(value: str, n: int) -> pd.Series:
+    return pd.Series(np.full(n, value, dtype=object), dtype="str")
+
+
+#: pandas' inferred kinds of an object column whose values are all numbers (or missing).
+_NUMERIC_KINDS = frozenset({"integer", "floating", "mixed-integer-float", "boolean", "empty"})
+
+
+def _segment_ids(keys: pd.Series, ids: pd.Series) -> pd.Series:
+    # SegmentIDs as nullable Int64 (-1/NaN/None -> NULL), checked for the whole column at once.
+    def refuse(i: int) -> ValueError:
+        value = ids.iloc[i]
+        value = value.item() if isinstance(value, np.generic) else value
+        return ValueError(f"market {keys.iloc[i]!r} has SegmentID {value!r}; expected a whole number >= 1, or -1/NULL")
+
+    if ids.dtype == object and pd.api.types.infer_dtype(ids, skipna=True) not in _NUMERIC_KINDS:
+        numeric = (int, np.integer, float, np.floating)
+        # Only on the error path: the first value that is not a number, for the message.
+        raise refuse(next(i for i, v in enumerate(ids) if not (pd.isna(v) or isinstance(v, numeric))))
+    if not (pd.api.types.is_numeric_dtype(ids) or ids.dtype == object):
+        raise refuse(0)
+    values = pd.to_numeric(ids).astype("float64").to_numpy()
+    unassigned = np.isnan(values) | (values == -1)
+    bad = ~unassigned & ~((values >= 1) & (values == np.floor(values)) & np.isfinite(values))
+    if bad.any():
+        raise refuse(int(np.flatnonzero(bad)[0]))
+    return _id_column(values, unassigned)
+
+
+def segment_frame(segments: pd.DataFrame, month: pd.Period, run: RunRecord) -> pd.DataFrame:
+    """The segment stage table's rows (``STAGE_COLUMNS``) from a frame with ``market_key`` and ``segment_id``
+    (-1/NaN = noise, written as NULL). Vectorised: no Python loop over markets.
 
     Raises ``ValueError`` for an empty frame (writing it would erase the month), a missing column, a
     NULL or empty market key, a duplicated market (two rows for one (market, month) key), or a
@@ -96,59 +141,90 @@ def segment_rows(segments: pd.DataFrame, month: pd.Period, run: RunRecord) -> li
     null_keys = segments["market_key"].isna() | (segments["market_key"].astype(str).str.strip() == "")
     if null_keys.any():
         raise ValueError(f"{int(null_keys.sum())} segment row(s) have a NULL or empty market_key")
-    keys = segments["market_key"].astype(str)
+    keys = segments["market_key"].astype(str).reset_index(drop=True)
     dup = keys[keys.duplicated()]
     if len(dup):
         raise ValueError(f"market {dup.iloc[0]!r} appears more than once in the segments to write")
-    first_day = month.start_time.date()
-    rows = []
-    for key, seg in zip(keys, segments["segment_id"], strict=True):
-        if pd.isna(seg) or seg == -1:
-            seg_id = None
-        elif isinstance(seg, (int, np.integer, float, np.floating)) and float(seg).is_integer() and seg >= 1:
-            seg_id = int(seg)
-        else:
-            raise ValueError(f"market {key!r} has SegmentID {seg!r}; expected a whole number >= 1, or -1/NULL")
-        rows.append((key, first_day, seg_id, run.model_version, run.algorithm, run.run_id))
-    return rows
+    n = len(keys)
+    return pd.DataFrame(
+        {
+            "MARKET_KEY": keys.astype("str"),
+            "SEGMENT_MONTH": _date_column(month.start_time.date(), n),
+            "SEGMENT_ID": _segment_ids(keys, segments["segment_id"].reset_index(drop=True)),
+            "MODEL_VERSION": _text_column(run.model_version, n),
+            "ALGORITHM": _text_column(run.algorithm, n),
+            "RUN_ID": _text_column(run.run_id, n),
+        }
+    )
 
 
-def migration_rows(rows: list[tuple], segments: pd.DataFrame, previous_month: pd.Period | None) -> list[tuple]:
-    """Rows for the migration table: each market's SegmentID last month and now, and whether it moved.
+def migration_frame(stage: pd.DataFrame, segments: pd.DataFrame, previous_month: pd.Period | None) -> pd.DataFrame:
+    """The migration stage table's rows (``MIGRATION_COLUMNS``): each market's SegmentID last month and now,
+    and whether it moved (segmented in both months under different ids).
 
-    ``rows`` are ``segment_rows``' output; ``segments`` may carry ``previous_segment_id`` (NaN/-1 or
+    ``stage`` is ``segment_frame``'s output; ``segments`` may carry ``previous_segment_id`` (NaN/-1 or
     absent: the market was not segmented in ``previous_month``).
     """
-    previous = segments.get("previous_segment_id", pd.Series(np.nan, index=segments.index))
-    prev_day = previous_month.start_time.date() if previous_month is not None else None
-    out = []
-    for (key, first_day, seg_id, *_), prev in zip(rows, previous, strict=True):
-        prev_id = None if pd.isna(prev) or prev < 1 else int(prev)
-        moved = prev_id is not None and seg_id is not None and prev_id != seg_id
-        out.append((key, first_day, prev_day, prev_id, seg_id, moved))
-    return out
+    n = len(stage)
+    if "previous_segment_id" in segments:
+        prev = pd.to_numeric(segments["previous_segment_id"].reset_index(drop=True)).astype("float64")
+    else:
+        prev = pd.Series(np.nan, index=range(n))
+    known = (prev >= 1).to_numpy()  # NaN compares False
+    prev_id = _id_column(prev.to_numpy(), ~known)
+    seg_id = stage["SEGMENT_ID"]
+    moved = known & seg_id.notna().to_numpy() & (prev_id.fillna(0) != seg_id.fillna(0)).to_numpy()
+    return pd.DataFrame(
+        {
+            "MARKET_KEY": stage["MARKET_KEY"],
+            "SEGMENT_MONTH": stage["SEGMENT_MONTH"],
+            "PREVIOUS_MONTH": _date_column(previous_month.start_time.date() if previous_month else None, n),
+            "PREVIOUS_SEGMENT_ID": prev_id,
+            "SEGMENT_ID": seg_id,
+            "MOVED": moved,
+        }
+    )
 
 
-def profile_rows(profiles: pd.DataFrame, rows: list[tuple], month: pd.Period, run: RunRecord) -> list[tuple]:
-    """Rows for the profile stage table from ``profiles.segment_profiles``' frame (SegmentID -1 -> NULL).
+def profile_frame(profiles: pd.DataFrame, stage: pd.DataFrame, month: pd.Period, run: RunRecord) -> pd.DataFrame:
+    """The profile stage table's rows from ``profiles.segment_profiles``' frame (SegmentID -1 -> NULL).
 
-    Raises ``ValueError`` naming a missing column, or a profiled SegmentID that no market of
-    ``rows`` (``segment_rows``' output) has, or a segment without a profile: profiles and
-    SegmentIDs are written together and must describe the same segments.
+    Columns ``SEGMENT_MONTH``, ``SEGMENT_ID``, ``PROFILE_FIELDS`` upper-cased, ``RUN_ID``; numbers as
+    float64 (NaN/inf -> NULL; ``N_MARKETS`` Int64), text as strings (missing -> NULL). Raises
+    ``ValueError`` naming a missing column, or a profiled SegmentID that no market of ``stage``
+    (``segment_frame``'s output) has, or a segment without a profile: profiles and SegmentIDs are
+    written together and must describe the same segments.
     """
     missing = [c for c in ("segment_id", *PROFILE_FIELDS) if c not in profiles.columns]
     if missing:
         raise ValueError(f"profiles frame is missing column(s) {missing}")
+    # One row per segment, not per market: plain Python over k values is fine here.
     ids = [None if pd.isna(s) or s == -1 else int(s) for s in profiles["segment_id"]]
-    assigned = {seg_id for _, _, seg_id, *_ in rows}
+    assigned = {None if pd.isna(s) else int(s) for s in stage["SEGMENT_ID"].unique()}
     if set(ids) != assigned or len(ids) != len(set(ids)):
         raise ValueError(
             f"profiles describe SegmentIDs {sorted(ids, key=str)} but the segments to write have "
             f"{sorted(assigned, key=str)} (None = unassigned); each needs exactly one profile"
         )
-    first_day = month.start_time.date()
-    values = profiles[list(PROFILE_FIELDS)].astype(object).itertuples(index=False)
-    return [(first_day, seg_id, *map(_bindable, v), run.run_id) for seg_id, v in zip(ids, values, strict=True)]
+    k = len(ids)
+    out = {
+        "SEGMENT_MONTH": _date_column(month.start_time.date(), k),
+        "SEGMENT_ID": pd.Series(pd.array(ids, dtype="Int64")),
+    }
+    for name in PROFILE_FIELDS:
+        column = profiles[name].reset_index(drop=True)
+        if name == "n_markets":
+            out[name.upper()] = pd.Series(pd.array([int(v) for v in column], dtype="Int64"))
+        elif pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+            out[name.upper()] = column.astype("float64")
+        else:
+            out[name.upper()] = pd.Series([None if _missing(v) else str(v) for v in column], dtype="str")
+    out["RUN_ID"] = _text_column(run.run_id, k)
+    return pd.DataFrame(out)
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float | np.floating) and np.isnan(value)) or value is pd.NA
 
 
 def write_segments(
@@ -169,18 +245,18 @@ def write_segments(
     ``ValueError`` for bad rows before touching the warehouse, and what the warehouse raises after
     rolling back.
     """
-    rows = segment_rows(segments, month, run)
-    profile_stage = profile_rows(profiles, rows, month, run) if profiles is not None else []
+    stage = segment_frame(segments, month, run)
+    profile_stage = profile_frame(profiles, stage, month, run) if profiles is not None else None
+    migrations = migration_frame(stage, segments, previous_month)
     cur = conn.cursor()
-    # DDL commits implicitly in Snowflake, so it runs before the transaction opens.
+    # DDL commits implicitly in Snowflake, so it and the bulk loads of the session's temporary stage
+    # tables run before the transaction opens.
     for stmt in split_statements(render_sql("create_result_tables.sql", warehouse)):
         cur.execute(stmt)
-    insert_rows(conn, f"{warehouse.market_segment_table}_STAGE", STAGE_COLUMNS, rows)
-    insert_rows(
-        conn, f"{warehouse.migration_table}_STAGE", MIGRATION_COLUMNS, migration_rows(rows, segments, previous_month)
-    )
-    profile_columns = ("SEGMENT_MONTH", "SEGMENT_ID", *(c.upper() for c in PROFILE_FIELDS), "RUN_ID")
-    insert_rows(conn, f"{warehouse.profile_table}_STAGE", profile_columns, profile_stage)
+    insert_frame(conn, f"{warehouse.market_segment_table}_STAGE", stage)
+    insert_frame(conn, f"{warehouse.migration_table}_STAGE", migrations)
+    if profile_stage is not None:
+        insert_frame(conn, f"{warehouse.profile_table}_STAGE", profile_stage)
     params = {k: _bindable(v) for k, v in asdict(run).items()}
     params["segment_month"] = month.start_time.date()
     cur.execute("BEGIN")
@@ -191,4 +267,4 @@ def write_segments(
     except BaseException:
         cur.execute("ROLLBACK")
         raise
-    return len(rows)
+    return len(stage)

@@ -1,1 +1,0 @@
-INSERT INTO {{ table }} ({{ columns | join(", ") }}) VALUES ({% for _ in columns %}%s{{ ", " if not loop.last }}{% endfor %})
