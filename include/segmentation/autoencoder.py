@@ -74,12 +74,14 @@ def passive_openmp() -> None:
     """Let idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``), unless set already.
 
     torch and scikit-learn run their CPU kernels on OpenMP threads, which by default spin between
-    parallel regions. When other processes share the cores (other Airflow tasks on the worker), the
-    spinning threads take turns with the ones doing work: measured on 2 cores under a load of 6,
-    training ran at ~250 sequences/s with 2 spinning threads and ~4,000 with 2 passive ones (1
-    thread: ~5,000). Takes effect only before the OpenMP runtime starts in this process (before
-    torch or scikit-learn first computes), so the training, encoding and clustering entry points call
-    it before importing either. A value set in the environment wins.
+    parallel regions; when other processes share the cores (other Airflow tasks on a worker), the
+    spinning threads take turns with the ones doing the work. Encoding and clustering call this
+    before torch / scikit-learn start their runtime in the process (it has no effect afterwards):
+    their parallel regions are large, so sleeping costs nothing on a quiet machine (measured, 2 cores:
+    encoding, K-Means and silhouette equal or faster) and helps a lot on a busy one (clustering 300
+    markets: 15 s -> 2.5 s at a load of 6). Training does not: its 64-window steps are many tiny
+    parallel regions, and waking sleeping threads for each made it 3.5x slower on a quiet machine (see
+    ``ModelConfig.cpu_threads`` for shared machines). A value set in the environment wins.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -158,7 +160,6 @@ def train_autoencoder(
     Deterministic for a given ``seed`` on a given device. Logs the mean loss of each epoch. Raises ``ValueError`` on an
     empty or non-finite input.
     """
-    passive_openmp()
     import torch
 
     if windows.ndim != 3 or len(windows) == 0:

@@ -156,7 +156,9 @@ def check_data_quality(config: SegmentationConfig, month: pd.Period, static_path
     if report.failures:
         raise ValueError(f"data-quality checks failed for {month}: " + "; ".join(report.failures))
 
-    eligible = np.isin(markets, static["market_key"].astype(str)) & ~np.isin(markets, list(report.excluded_markets))
+    # numpy str arrays on both sides: np.isin sorts instead of comparing every pair (object arrays)
+    static_keys = static["market_key"].to_numpy(dtype=str)
+    eligible = np.isin(markets, static_keys) & ~np.isin(markets, np.array(list(report.excluded_markets), dtype=str))
     c = config.clustering
     needed = max(3, (c.n_clusters or c.k_min) + 1)
     if eligible.sum() < needed:
@@ -233,7 +235,7 @@ def embed_markets(config: SegmentationConfig, month: pd.Period, inputs_path: str
     from include.segmentation.autoencoder import TrainedAutoencoder, embed, embedding_spread
 
     data = read_npz(inputs_path)
-    z = embed(TrainedAutoencoder.load(model_path), data["latest"])
+    z = embed(TrainedAutoencoder.load(model_path), data["latest"], cpu_threads=config.model.cpu_threads)
     spread = embedding_spread(z)
     if spread < config.model.collapse_threshold:
         log.warning(
