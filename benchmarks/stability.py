@@ -46,7 +46,12 @@ def shared_ari(a: pd.Series, b: pd.Series) -> tuple[float, int]:
 
 
 def run_grid(
-    star: dict[str, pd.DataFrame], months: list[pd.Period], seeds: list[int], workdir: Path, overrides: dict
+    star: dict[str, pd.DataFrame],
+    months: list[pd.Period],
+    seeds: list[int],
+    workdir: Path,
+    overrides: dict,
+    continuity: bool = True,
 ) -> tuple[dict[tuple[int, pd.Period], pd.Series], dict[tuple[int, pd.Period], dict]]:
     """Load ``star`` into an emulator under ``workdir`` and run every (seed, month) as a dry run.
 
@@ -66,29 +71,35 @@ def run_grid(
     for section, values in overrides.items():
         base[section] = base[section] | values if isinstance(values, dict) else values
     segments, info = {}, {}
-    (workdir / "warehouse").mkdir(parents=True, exist_ok=True)
-    with fakesnow.patch(db_path=str(workdir / "warehouse")):
-        warehouse = SegmentationConfig.model_validate(base).warehouse
-        conn = snowflake.connector.connect(database=warehouse.database, schema=warehouse.schema_)
-        try:
-            load_star(conn, star, warehouse)
-        finally:
-            conn.close()
-        for seed in seeds:
+    for seed in seeds:
+        # One warehouse per seed: each seed's months follow on from its own written months only.
+        (workdir / f"warehouse-{seed}").mkdir(parents=True, exist_ok=True)
+        with fakesnow.patch(db_path=str(workdir / f"warehouse-{seed}")):
+            warehouse = SegmentationConfig.model_validate(base).warehouse
+            conn = snowflake.connector.connect(database=warehouse.database, schema=warehouse.schema_)
+            try:
+                load_star(conn, star, warehouse)
+            finally:
+                conn.close()
             config = SegmentationConfig.model_validate(
                 base | {"seed": seed, "artifacts_dir": str(workdir / f"artifacts-seed{seed}")}
             )
             for month in months:
                 start = time.perf_counter()
-                steps = pipeline.run_month(config, month, run_id=f"stability-{seed}-{month}", dry_run=True)
+                steps = pipeline.run_month(config, month, run_id=f"stability-{seed}-{month}", dry_run=not continuity)
                 frame = read_parquet(steps["cluster_markets"]["path"])
                 segments[(seed, month)] = pd.Series(
                     frame["segment_id"].to_numpy(), index=frame["market_key"].astype(str).to_numpy()
                 )
-                info[(seed, month)] = steps["cluster_markets"] | {"seconds": time.perf_counter() - start}
+                info[(seed, month)] = (
+                    steps["cluster_markets"]
+                    | {"training": pipeline.training_summary(steps["train_autoencoder"])}
+                    | {"seconds": time.perf_counter() - start}
+                )
                 print(
                     f"  seed {seed} {month}: {len(frame)} markets, k={info[(seed, month)]['n_clusters']}, "
-                    f"{info[(seed, month)]['seconds']:.1f} s",
+                    f"{info[(seed, month)]['seconds']:.1f} s; {info[(seed, month)]['k_reason']}; "
+                    f"{info[(seed, month)]['training']}",
                     flush=True,
                 )
     return segments, info

@@ -87,7 +87,8 @@ def market_segmentation():
 
     @task(multiple_outputs=False, queue=DEFAULTS.train_queue)
     def train_autoencoder(checked: dict) -> dict:
-        return _step("train_autoencoder", checked["path"], force=bool(get_current_context()["params"]["force_retrain"]))
+        force = bool(get_current_context()["params"]["force_retrain"])
+        return _step("train_autoencoder", checked["path"], force=force, previous_month=checked.get("previous_month"))
 
     @task(multiple_outputs=False)
     def embed_markets(checked: dict, model: dict) -> dict:
@@ -108,7 +109,9 @@ def market_segmentation():
         from airflow.sdk.exceptions import AirflowSkipException
 
         context = get_current_context()
-        metrics = clusters | {"final_loss": model["final_loss"]}
+        from include.segmentation.pipeline import training_summary
+
+        metrics = clusters | {"final_loss": model["final_loss"], "training": training_summary(model)}
         dry_run = bool(context["params"]["dry_run"])
         result = _step(
             "write_month", clusters["path"], clusters["profiles_path"], metrics, context["run_id"], dry_run=dry_run

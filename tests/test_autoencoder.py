@@ -69,6 +69,34 @@ def test_max_steps_bounds_training():
     assert len(trained.losses) == 2
 
 
+def test_training_stops_when_the_loss_stops_improving():
+    x, _ = waves()
+    config = SMALL.model_copy(update={"epochs": 2000, "max_steps": 6000, "patience": 5})
+    trained = train_autoencoder(x, config, seed=3)
+    assert trained.stop_reason == "converged"
+    assert trained.steps < 6000  # well inside the budget
+    best_before = min(trained.losses[: -config.patience])
+    # no round of the last `patience` improved on the best before them by min_delta (1 %)
+    assert min(trained.losses[-config.patience :]) >= best_before * (1 - config.min_delta)
+    capped = train_autoencoder(x, config.model_copy(update={"max_steps": 30}), seed=3)
+    assert (capped.stop_reason, capped.steps) == ("max_steps", 30)
+
+
+def test_a_warm_start_continues_from_the_previous_model():
+    x, _ = waves()
+    previous = train_autoencoder(x, SMALL, seed=3)
+    fresh_next = train_autoencoder(x, SMALL.model_copy(update={"epochs": 300}), seed=4)
+    warm_next = train_autoencoder(x, SMALL.model_copy(update={"epochs": 300}), seed=4, init=previous)
+    assert warm_next.warm_start
+    assert not fresh_next.warm_start
+    # it starts where the previous model ended, not from scratch, and needs far fewer steps
+    assert warm_next.losses[0] < 0.5 * fresh_next.losses[0]
+    assert warm_next.steps < fresh_next.steps
+    other = SMALL.model_copy(update={"hidden_dim": 8})
+    with pytest.raises(ValueError, match="another window length, feature count or architecture"):
+        train_autoencoder(x, other, seed=4, init=previous)
+
+
 def test_collapsed_embeddings_are_detected():
     import torch
 

@@ -179,7 +179,7 @@ def test_one_month_of_history_excludes_every_market_by_name(tmp_path):
         until_quality(config)
     message = str(err.value)
     assert "0 market(s) left for 2013-12 after the data-quality checks (excluded: 6)" in message
-    assert "['inactive']" in message
+    assert "['inactive', 'thin']" in message
 
 
 def test_gaps_of_several_months_keep_the_market(tmp_path):

@@ -23,8 +23,11 @@ def test_kmeans_recovers_planted_segments_and_picks_k():
     assert adjusted_rand_score(truth, result.labels) == 1.0
     assert set(result.labels.tolist()) == {1, 2, 3}
     assert result.k_curve[3] == max(result.k_curve.values())
-    # the alternative criterion agrees on well-separated planted groups
-    assert max(result.k_curve_calinski_harabasz, key=result.k_curve_calinski_harabasz.get) == 3
+    # the gap statistic peaks at the planted k too, and the reason names the rule
+    assert max(result.k_curve_gap, key=result.k_curve_gap.get) == 3
+    assert result.k_reason.startswith("gap statistic 1-SE rule: gap(3)=")
+    assert result.previous_k is None
+    assert not result.warm_start
     for score in (result.silhouette_hybrid, result.silhouette_lstm, result.silhouette_static):
         assert 0.5 < score <= 1.0
 
@@ -52,12 +55,13 @@ def test_relabel_by_size_orders_segments():
     np.testing.assert_array_equal(cl.relabel_by_size(labels), [2, 2, 1, 1, 1, -1, 3])
 
 
-def test_choose_k_respects_n_minus_one():
+def test_k_curve_respects_n_minus_one():
+    from include.segmentation.k_selection import k_curve
+
     x = np.array([[0.0], [0.1], [5.0], [5.1]])
-    k, curve, alternative = cl.choose_k(x, 2, 10, seed=0)
-    assert sorted(curve) == [2, 3]
-    assert sorted(alternative) == [2, 3]
-    assert k == 2
+    curve = k_curve(x, 2, 10, seed=0, share=0.0, floor=1)
+    assert sorted(curve.silhouette) == [2, 3]
+    assert sorted(curve.gap) == [1, 2, 3]  # k = 1 and the look-ahead, never past n - 1
 
 
 def test_too_few_markets_and_bad_k_are_refused():
@@ -126,8 +130,7 @@ def test_small_warehouses_keep_the_full_kmeans_path():
     config = ClusterConfig()
     result = cl.cluster_markets(static, embedding, config, seed=4)
     hybrid = cl.hybrid_features(static, embedding, config.static_weight)
-    k, curve, alternative = cl.choose_k(hybrid, config.k_min, config.k_max, seed=4)
-    assert (result.n_clusters, result.k_curve, result.k_curve_calinski_harabasz) == (k, curve, alternative)
+    k = result.n_clusters
     expected = cl.relabel_by_size(KMeans(n_clusters=k, n_init=10, random_state=4).fit_predict(hybrid))
     np.testing.assert_array_equal(result.labels, expected)
     view = cl.standardize(static)
@@ -158,12 +161,12 @@ def test_a_given_k_above_the_threshold_starts_minibatch_from_the_sample():
     assert adjusted_rand_score(truth, result.labels) == 1.0
 
 
-def test_choose_k_on_a_sample_is_seeded():
+def test_k_on_a_sample_is_seeded():
     static, embedding, _ = blobs(n_per=200)
-    hybrid = cl.hybrid_features(static, embedding, 0.5)
-    first = cl.choose_k(hybrid, 2, 5, seed=1, sample=100)
-    assert first == cl.choose_k(hybrid, 2, 5, seed=1, sample=100)
-    assert first[0] == 3
+    config = ClusterConfig(selection_sample=100, k_max=5)
+    first = cl.cluster_markets(static, embedding, config, seed=1)
+    again = cl.cluster_markets(static, embedding, config, seed=1)
+    assert (first.n_clusters, first.k_curve_gap) == (3, again.k_curve_gap)
     assert len(cl.sample_rows(600, 100, seed=1)) == 100
     assert cl.sample_rows(600, 600, seed=1) is None
 

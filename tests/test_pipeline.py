@@ -59,8 +59,8 @@ def test_steps_end_to_end(config):
     assert read_npz(seqs["path"])["features"].shape == (14, 24, 4)
     checked = pipeline.check_data_quality(config, MONTH, static["path"], seqs["path"])
     excluded = read_parquet(checked["excluded_path"]).groupby("market_key")["check"].agg(sorted).to_dict()
-    assert excluded == {"DE-NEW": ["inactive"], "DE-OLD": ["inactive", "no_static"]}
-    assert checked["flagged"] == {"inactive": 2, "no_static": 1}
+    assert excluded == {"DE-NEW": ["inactive", "thin"], "DE-OLD": ["inactive", "no_static", "thin"]}
+    assert checked["flagged"] == {"inactive": 2, "no_static": 1, "thin": 2}
     assert checked["n_excluded"] == 2
     quality = read_json(checked["quality_path"])
     assert quality["checks"]["inactive"] == {
@@ -147,7 +147,11 @@ def test_unknown_customers_and_duplicate_markets_are_named(tmp_path, monkeypatch
 
     monkeypatch.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(8765))
     cfg = SegmentationConfig.model_validate(
-        {"artifacts_dir": str(tmp_path), "sequences": {"seq_len": 6, "history_months": 6, "min_active_months": 1}}
+        {
+            "artifacts_dir": str(tmp_path),
+            "sequences": {"seq_len": 6, "history_months": 6, "min_active_months": 1},
+            "quality": {"thin_min_lines": 0},  # the tiny star has 1-3 lines per market
+        }
     )
     star = dict(tiny_star)
     stranger = (

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from include.segmentation import pipeline
-from include.segmentation.artifacts import read_json, read_parquet
+from include.segmentation.artifacts import read_json, read_npz, read_parquet
 from include.segmentation.clustering import STATIC_FEATURES
 from include.segmentation.config import QualityConfig, SegmentationConfig
 from include.segmentation.demo_data import load_star, synthetic_star
@@ -47,11 +47,88 @@ def test_market_checks_flag_exactly_the_markets_at_fault():
         "negative_months": ("NEG",),
         "constant_series": ("FLAT",),
         "inactive": ("NEW",),
+        "thin": (),  # no order lines given and no minimum: not checked
         "no_static": ("NOSTATIC",),
         "no_sequence": ("NOSEQ", "STRANGERS"),
         "unknown_customers": ("STRANGERS",),
         "missing_static": ("NAN",),
     }
+
+
+def _thin_data():
+    """Four markets over 12 months: order lines per month and customers in the window."""
+    markets = np.array(["BIG", "THIN", "FEW", "NOSTATIC"], dtype=object)
+    n_lines = np.zeros((4, 12))
+    n_lines[0] = 40.0  # 480 lines
+    n_lines[1, [1, 5, 9]] = 2.0  # 6 lines in the year, in 3 months
+    n_lines[2] = 10.0  # 120 lines, but 2 customers
+    n_lines[3, -4:] = 1.0  # 4 lines, no static features: its customers are unknown
+    revenue = n_lines * 50.0
+    static = _static(["BIG", "THIN", "FEW"], n_customers=[60, 2, 2])
+    return static, markets, revenue, n_lines
+
+
+def test_thin_markets_are_flagged_with_their_numbers():
+    static, markets, revenue, n_lines = _thin_data()
+
+    def thin(**kwargs):
+        found = market_findings(static, markets, revenue, revenue > 0, 12, 3, n_lines=n_lines, **kwargs)
+        return next(f for f in found if f.check == "thin")
+
+    both = thin(min_lines=10, min_customers=5)
+    assert both.markets == ("FEW", "NOSTATIC", "THIN")
+    assert both.count == 3
+    assert both.detail == (
+        "fewer than 10 order lines or 5 customers in the 12-month window: "
+        "'FEW' 120 lines, 2 customers; 'NOSTATIC' 4 lines, ? customers; 'THIN' 6 lines, 2 customers"
+    )
+    # order lines only: a market of two large customers is not thin; the window is the last seq_len months
+    lines_only = thin(min_lines=10)
+    assert lines_only.markets == ("NOSTATIC", "THIN")
+    assert lines_only.detail.startswith("fewer than 10 order lines in the 12-month window: 'NOSTATIC' 4 lines")
+    short = market_findings(static, markets, revenue, revenue > 0, 6, 3, n_lines=n_lines, min_lines=10)
+    assert next(f for f in short if f.check == "thin").markets == ("NOSTATIC", "THIN")  # THIN: 2 lines in 6 months
+    assert thin(min_customers=5).markets == ("FEW", "THIN")  # NOSTATIC's customers are unknown: not counted
+    # thresholds 0 (and no order lines given) turn the check off
+    assert thin(min_lines=0, min_customers=0) == Finding("thin", 0, "markets")
+    no_lines = market_findings(static, markets, revenue, revenue > 0, 12, 3, min_lines=10)
+    assert next(f for f in no_lines if f.check == "thin").markets == ()
+
+
+def test_thin_markets_are_excluded_by_default_with_the_numbers_in_the_message():
+    static, markets, revenue, n_lines = _thin_data()
+    config = QualityConfig()
+    assert (config.thin, config.thin_min_lines, config.thin_min_customers) == ("exclude", 10, 0)
+    findings = market_findings(
+        static,
+        markets,
+        revenue,
+        revenue > 0,
+        12,
+        3,
+        n_lines=n_lines,
+        min_lines=config.thin_min_lines,
+        min_customers=config.thin_min_customers,
+    )
+    report = apply_policies([f for f in findings if f.check == "thin"], config)
+    assert report.excluded.to_dict("records") == [
+        {"market_key": m, "check": "thin", "reason": CHECKS_TEXT["thin"]} for m in ("NOSTATIC", "THIN")
+    ]
+    assert report.warnings == [
+        "thin: 2 market(s), e.g. 'NOSTATIC', 'THIN' (fewer than 10 order lines in the 12-month window: "
+        f"'NOSTATIC' 4 lines, ? customers; 'THIN' 6 lines, 2 customers): {CHECKS_TEXT['thin']}; excluded"
+    ]
+    assert report.results["thin"] == {
+        "policy": "exclude",
+        "count": 2,
+        "unit": "markets",
+        "n_markets": 2,
+        "examples": ["NOSTATIC", "THIN"],
+    }
+    strict = apply_policies(findings, QualityConfig(thin="fail"))
+    assert [f.split(":")[0] for f in strict.failures] == ["thin"]
+    with pytest.raises(ValueError, match="thin_min_lines"):
+        QualityConfig(thin_min_lines=-1)
 
 
 def test_policies_fail_exclude_or_warn():
@@ -186,3 +263,43 @@ def test_too_few_markets_for_k_fails_before_training(warehouse):
     with pytest.raises(ValueError, match=r"5 market\(s\) left for 2013-12 .* into 5\+ segments needs at least 6"):
         pipeline.check_data_quality(config, MONTH, static["path"], seqs["path"])
     assert not (pipeline.month_dir(config, MONTH) / "inputs.npz").exists()
+
+
+def test_a_thin_market_is_excluded_by_the_gate_with_its_numbers(tmp_path, monkeypatch):
+    """6 order lines in 3 months of the window: active enough, but too thin to describe or to segment."""
+    import fakesnow
+    import snowflake.connector
+
+    monkeypatch.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(8765))
+    star = synthetic_star(n_markets=6, start="2012-01", end="2013-12", seed=3)
+    fact = star["fact_sale"]
+    donor = fact[fact["MARKET_KEY"] == fact["MARKET_KEY"].min()]
+    lines = pd.concat([donor[donor["ORDER_DATE"].dt.to_period("M") == f"2013-{m}"].head(2) for m in (8, 10, 12)])
+    lines = lines.assign(MARKET_KEY="XX-THIN", SALES_ORDER_NUMBER=lines["SALES_ORDER_NUMBER"] + "/thin")
+    star["fact_sale"] = pd.concat([fact, lines], ignore_index=True)
+    star["territory"] = pd.concat(
+        [star["territory"], pd.DataFrame([("XX-THIN", "Thin", "XX", "Europe")], columns=star["territory"].columns)],
+        ignore_index=True,
+    )
+    n_customers = lines["CUSTOMER_KEY"].nunique()
+    config = _config(tmp_path)
+    with fakesnow.patch():
+        conn = snowflake.connector.connect(database="SEGMENTATION", schema="MART")
+        load_star(conn, star, config.warehouse)
+        static = pipeline.extract_static_features(config, MONTH)
+        seqs = pipeline.build_sequences(config, MONTH)
+        checked = pipeline.check_data_quality(config, MONTH, static["path"], seqs["path"])
+    data = read_npz(seqs["path"])
+    row = list(data["markets"]).index("XX-THIN")
+    assert data["n_lines"].shape == data["revenue"].shape
+    assert data["n_lines"][row, -6:].tolist() == [0, 2, 0, 2, 0, 2]
+    assert read_parquet(checked["excluded_path"]).to_dict("records") == [
+        {"market_key": "XX-THIN", "check": "thin", "reason": CHECKS_TEXT["thin"]}
+    ]
+    assert checked["n_markets"] == 6
+    assert "XX-THIN" not in read_npz(checked["path"])["markets"]
+    customers = f"{n_customers} customer{'' if n_customers == 1 else 's'}"
+    assert read_json(checked["quality_path"])["warnings"] == [
+        f"thin: 1 market(s), e.g. 'XX-THIN' (fewer than 10 order lines in the 6-month window: 'XX-THIN' 6 lines, "
+        f"{customers}): {CHECKS_TEXT['thin']}; excluded"
+    ]

@@ -89,7 +89,7 @@ def test_loss_and_k_curve_figures():
     curve = report.k_curve_figure({"2": 0.3, "3": 0.5, "10": 0.1}, 3, {"2": 10.0, "3": 12.0, "10": 4.0})
     assert list(curve.data[0].x) == [2, 3, 10]  # numeric order, not JSON key order
     assert list(curve.data[0].y) == [0.3, 0.5, 0.1]
-    assert curve.data[1].name == "Calinski-Harabasz"
+    assert curve.data[1].name == "gap statistic (chooses k)"
     with pytest.raises(ValueError, match="empty k curve"):
         report.k_curve_figure({}, 3)
 

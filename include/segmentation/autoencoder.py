@@ -96,8 +96,16 @@ class TrainedAutoencoder:
     hidden_dim: int
     embedding_dim: int
     num_layers: int
-    losses: list[float] = field(default_factory=list)  # mean reconstruction MSE per epoch
+    losses: list[float] = field(default_factory=list)  # mean reconstruction MSE per round (train_autoencoder)
     device: str = "cpu"
+    steps: int = 0  # optimizer steps taken
+    stop_reason: str = ""  # "converged", "max_steps" or "max_epochs" (the budget ran out first)
+    warm_start: bool = False  # continued from an earlier model's weights
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        """``(n_features, seq_len, hidden_dim, embedding_dim, num_layers)``: what a warm start must match."""
+        return (self.n_features, self.seq_len, self.hidden_dim, self.embedding_dim, self.num_layers)
 
     def save(self, path: str | os.PathLike) -> str:
         """Write the weights and hyper-parameters to one torch file (local path or object-storage URL)."""
@@ -117,6 +125,8 @@ class TrainedAutoencoder:
                 "embedding_dim": self.embedding_dim,
                 "num_layers": self.num_layers,
                 "losses": self.losses,
+                "steps": self.steps,
+                "stop_reason": self.stop_reason,
             },
             buffer,
         )
@@ -144,21 +154,40 @@ class TrainedAutoencoder:
             num_layers=blob["num_layers"],
             losses=list(blob["losses"]),
             device=device,
+            steps=int(blob.get("steps", 0)),
+            stop_reason=str(blob.get("stop_reason", "")),
         )
 
 
-def train_autoencoder(
-    windows: np.ndarray, config: ModelConfig, seed: int, device: str | None = None
-) -> TrainedAutoencoder:
-    """Train the autoencoder to reconstruct ``windows`` (MSE, Adam).
+#: Training loss is recorded, and convergence judged, once per round: an epoch, or this many steps
+#: when an epoch is longer (at 200,000 windows an epoch is 3,125 steps, past the step budget).
+ROUND_STEPS = 100
 
-    ``windows`` is ``(n_windows, seq_len, n_features)`` float32, already scaled. Trains
-    ``max(config.epochs, ceil(config.min_steps / batches_per_epoch))`` epochs so that a small
-    warehouse (few windows, few batches) still gets enough optimizer steps, and stops after
-    ``config.max_steps`` steps when set. Batches hold ``batch_size`` windows on CPU and
+
+def train_autoencoder(
+    windows: np.ndarray,
+    config: ModelConfig,
+    seed: int,
+    device: str | None = None,
+    init: TrainedAutoencoder | None = None,
+) -> TrainedAutoencoder:
+    """Train the autoencoder to reconstruct ``windows`` (MSE, Adam) until the loss stops improving.
+
+    ``windows`` is ``(n_windows, seq_len, n_features)`` float32, already scaled. The loss is the mean
+    over a round (an epoch, or ``ROUND_STEPS`` steps when an epoch is longer). Early stopping on a
+    plateau (Prechelt 1998, "Early stopping - but when?"): training stops once the best round loss
+    has not improved by ``config.min_delta`` (relative) for ``config.patience`` rounds
+    (``stop_reason`` ``"converged"``), but not before ``config.min_steps`` optimizer steps when
+    training from scratch, so a small warehouse still trains. It also stops at ``config.max_steps``
+    steps or after ``max(config.epochs, ceil(min_steps / batches per epoch))`` epochs
+    (``"max_steps"`` / ``"max_epochs"``: the budget ran out before the loss settled).
+
+    ``init``: a model trained before (last month's) with the same shape; training continues from its
+    weights (warm start) with no ``min_steps`` floor, so a month whose sales move as before costs a
+    few rounds and keeps the previous latent space. Batches hold ``batch_size`` windows on CPU and
     ``gpu_batch_size`` on CUDA, where the LSTMs run as fused cuDNN kernels under bf16 autocast.
-    Deterministic for a given ``seed`` on a given device. Logs the mean loss of each epoch. Raises ``ValueError`` on an
-    empty or non-finite input.
+    Deterministic for a given ``seed`` (and ``init``) on a given device. Logs each round's loss and
+    the stop. Raises ``ValueError`` on an empty or non-finite input, or an ``init`` of another shape.
     """
     import torch
 
@@ -166,35 +195,40 @@ def train_autoencoder(
         raise ValueError(f"windows must be a non-empty (n_windows, seq_len, n_features) array, got {windows.shape}")
     if not np.isfinite(windows).all():
         raise ValueError("training windows contain NaN or infinite values")
+    n, seq_len, n_features = windows.shape
+    shape = (n_features, seq_len, config.hidden_dim, config.embedding_dim, config.num_layers)
+    if init is not None and init.shape != shape:
+        raise ValueError("the warm-start model was trained with another window length, feature count or architecture")
     device = pick_device(device)
     if device == "cpu":
         torch.set_num_threads(_cpu_threads(config.cpu_threads))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
 
-    n, seq_len, n_features = windows.shape
     model = _build_model(n_features, config.hidden_dim, config.embedding_dim, config.num_layers).to(device)
+    if init is not None:
+        model.load_state_dict(init.model.state_dict())
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     data = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(device)
     batch = min(config.gpu_batch_size if device == "cuda" else config.batch_size, n)
     batches_per_epoch = math.ceil(n / batch)
-    epochs = max(config.epochs, math.ceil(config.min_steps / batches_per_epoch))
+    round_steps = min(batches_per_epoch, ROUND_STEPS)
+    min_steps = 0 if init is not None else config.min_steps
+    max_epochs = max(config.epochs, math.ceil(min_steps / batches_per_epoch))
+    max_steps = max_epochs * batches_per_epoch
     if config.max_steps is not None:
-        epochs = min(epochs, math.ceil(config.max_steps / batches_per_epoch))
-    steps_left = config.max_steps if config.max_steps is not None else epochs * batches_per_epoch
+        max_steps = min(max_steps, config.max_steps)
     # bf16 autocast only pays off on CUDA; on CPU it is slower and less accurate.
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
 
     losses: list[float] = []
+    best, since_best, steps, stop_reason = math.inf, 0, 0, ""
+    # Accumulate on the device: .item() every step would synchronise the GPU each time.
+    total, seen = torch.zeros((), device=device), 0
     model.train()
-    for epoch in range(epochs):
+    while not stop_reason:
         order = torch.from_numpy(rng.permutation(n)).to(device)
-        # Accumulate on the device: .item() every step would synchronise the GPU each time.
-        total, seen = torch.zeros((), device=device), 0
         for start in range(0, n, batch):
-            if steps_left == 0:
-                break
-            steps_left -= 1
             x = data[order[start : start + batch]]
             with autocast:
                 loss = torch.nn.functional.mse_loss(model(x).float(), x)
@@ -203,9 +237,35 @@ def train_autoencoder(
             optimizer.step()
             total += loss.detach() * len(x)
             seen += len(x)
-        losses.append(float(total) / seen)
-        log.info("epoch %d/%d reconstruction MSE %.5f", epoch + 1, epochs, losses[-1])
+            steps += 1
+            if steps % round_steps and steps < max_steps:
+                continue
+            losses.append(float(total) / seen)
+            total, seen = torch.zeros((), device=device), 0
+            if losses[-1] < best * (1.0 - config.min_delta):
+                best, since_best = losses[-1], 0
+            else:
+                since_best += 1
+            log.info("round %d (%d steps) reconstruction MSE %.5f", len(losses), steps, losses[-1])
+            if since_best >= config.patience and steps >= min_steps:
+                stop_reason = "converged"
+            elif steps >= max_steps:
+                at_budget = config.max_steps is not None and steps >= config.max_steps
+                stop_reason = "max_steps" if at_budget else "max_epochs"
+            if stop_reason:
+                break
     model.eval()
+    if stop_reason == "converged":
+        log.info("training converged after %d steps (%d rounds): loss %.5f", steps, len(losses), losses[-1])
+    else:
+        log.warning(
+            "training stopped at its budget (%s, %d steps) before the loss settled (still improving %.1f%% within "
+            "the last %d rounds): raise model.max_steps / epochs for a better-converged encoder",
+            stop_reason,
+            steps,
+            100 * (1 - losses[-1] / losses[max(0, len(losses) - 1 - config.patience)]),
+            config.patience,
+        )
     return TrainedAutoencoder(
         model=model,
         n_features=n_features,
@@ -215,6 +275,9 @@ def train_autoencoder(
         num_layers=config.num_layers,
         losses=losses,
         device=device,
+        steps=steps,
+        stop_reason=stop_reason,
+        warm_start=init is not None,
     )
 
 

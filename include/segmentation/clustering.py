@@ -1,6 +1,7 @@
 """Hybrid clustering: standardized static features + autoencoder embedding, K-Means / DBSCAN / HDBSCAN.
 
-Cost at scale: k is chosen, and the single views are scored, on a seeded sample of at most
+k is chosen by the gap statistic under a minimum segment size, with continuity across months
+(``k_selection``). Cost at scale: k is chosen, and the single views are scored, on a seeded sample of at most
 ``ClusterConfig.selection_sample`` markets; silhouettes on ``SILHOUETTE_SAMPLE``; above
 ``ClusterConfig.minibatch_threshold`` markets the final K-Means is MiniBatchKMeans started from the
 sample's centroids. So only standardisation, the final fit and its labels touch every market, each
@@ -76,18 +77,48 @@ def _block(x: np.ndarray, weight: float) -> np.ndarray:
     return z * np.sqrt(weight / width) if width else z
 
 
-def hybrid_features(static: np.ndarray, embedding: np.ndarray, static_weight: float) -> np.ndarray:
-    """Concatenate the weighted static block ``(n, s)`` and embedding block ``(n, e)`` -> ``(n, s + e)``.
+def hybrid_features(
+    static: np.ndarray,
+    embedding: np.ndarray,
+    static_weight: float,
+    size: np.ndarray | None = None,
+    size_weight: float = 0.0,
+) -> np.ndarray:
+    """Concatenate the weighted static ``(n, s)``, size ``(n,)`` and embedding ``(n, e)`` blocks.
 
     Each block is standardized column-wise, then scaled so the static block holds ``static_weight``
-    (0-1) of the total variance and the embedding the rest. Raises ``ValueError`` on mismatched rows,
-    NaN/inf, or a weight outside [0, 1].
+    (0-1) of the total variance, the size block ``size_weight`` and the embedding the rest. ``size``
+    is the market size on a log scale (``market_size``); without it, or with ``size_weight`` 0, the
+    result is ``(n, s + e)``, else ``(n, s + 1 + e)``. Raises ``ValueError`` on mismatched rows,
+    NaN/inf, or weights outside [0, 1] or summing past 1.
     """
     if static.shape[0] != embedding.shape[0]:
         raise ValueError(f"static has {static.shape[0]} markets but embedding has {embedding.shape[0]}")
-    if not 0.0 <= static_weight <= 1.0:
-        raise ValueError(f"static_weight must be in [0, 1], got {static_weight}")
-    return np.hstack([_block(static, static_weight), _block(embedding, 1.0 - static_weight)])
+    if not (0.0 <= static_weight <= 1.0 and 0.0 <= size_weight <= 1.0 and static_weight + size_weight <= 1.0):
+        raise ValueError(
+            f"static_weight ({static_weight}) and size_weight ({size_weight}) must be in [0, 1] with a sum <= 1"
+        )
+    blocks = [_block(static, static_weight)]
+    if size is not None and size_weight > 0:
+        if len(size) != len(static):
+            raise ValueError(f"static has {static.shape[0]} markets but size has {len(size)}")
+        blocks.append(_block(np.asarray(size, dtype=np.float64).reshape(-1, 1), size_weight))
+    else:
+        size_weight = 0.0
+    return np.hstack([*blocks, _block(embedding, 1.0 - static_weight - size_weight)])
+
+
+def market_size(avg_monthly_revenue: np.ndarray) -> np.ndarray:
+    """Market size on a log scale: signed ``log1p`` of the mean monthly net revenue (currency) -> ``(n,)``.
+
+    Sizes span orders of magnitude; on a log scale a market 10 times larger is one step further,
+    whatever its size. Raises ``ValueError`` naming the row of a NaN/inf value.
+    """
+    x = np.asarray(avg_monthly_revenue, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(x))
+    if len(bad):
+        raise ValueError(f"avg_monthly_revenue is not finite for {len(bad)} market(s), e.g. row {int(bad[0])}")
+    return np.sign(x) * np.log1p(np.abs(x))
 
 
 def silhouette(x: np.ndarray, labels: np.ndarray, seed: int) -> float:
@@ -117,53 +148,63 @@ def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return _kmeans_model(x, k, seed).labels_
 
 
-def _k_curve(
-    x: np.ndarray, k_min: int, k_max: int, seed: int
-) -> tuple[int, dict[int, float], dict[int, float], dict[int, np.ndarray]]:
-    from sklearn.metrics import calinski_harabasz_score
-
-    upper = min(k_max, len(x) - 1)
-    if upper < max(k_min, 2):
-        raise ValueError(f"cannot choose k in [{k_min}, {k_max}] for {len(x)} markets (need 2 <= k <= n - 1)")
-    curve, alternative, centers = {}, {}, {}
-    for k in range(max(k_min, 2), upper + 1):
-        model = _kmeans_model(x, k, seed)
-        labels = model.labels_
-        curve[k] = silhouette(x, labels, seed)
-        alternative[k] = float(calinski_harabasz_score(x, labels)) if len(set(labels)) > 1 else float("nan")
-        centers[k] = model.cluster_centers_
-    best = max(curve, key=lambda k: (np.nan_to_num(curve[k], nan=-2.0), -k))
-    return best, curve, alternative, centers
-
-
-def choose_k(
-    x: np.ndarray, k_min: int, k_max: int, seed: int, sample: int | None = None
-) -> tuple[int, dict[int, float], dict[int, float]]:
-    """Pick k in ``[k_min, min(k_max, n - 1)]`` with the highest K-Means silhouette.
-
-    Returns ``(k, {k: silhouette}, {k: Calinski-Harabasz})``: the second curve (Calinski & Harabasz
-    1974, between- over within-cluster dispersion) is recorded as an alternative criterion, not
-    used to choose. With ``sample``, both curves come from a seeded random sample of at most that
-    many rows (``sample_rows``), so the cost does not grow with the number of markets. Raises
-    ``ValueError`` when fewer than 3 markets make every k invalid (silhouette needs 2 <= k <= n - 1).
-    """
-    pick = sample_rows(len(x), sample, seed) if sample is not None else None
-    best, curve, alternative, _ = _k_curve(x if pick is None else x[pick], k_min, k_max, seed)
-    return best, curve, alternative
-
-
 def _final_kmeans(
-    x: np.ndarray, k: int, seed: int, config: ClusterConfig, pick: np.ndarray | None, centers: np.ndarray | None
+    x: np.ndarray,
+    k: int,
+    seed: int,
+    config: ClusterConfig,
+    pick: np.ndarray | None,
+    centers: np.ndarray | None,
+    warm: bool = False,
 ) -> np.ndarray:
-    # At or below the threshold: exactly the K-Means of every earlier release (10 inits on all points).
-    if len(x) <= config.minibatch_threshold:
-        return _kmeans(x, k, seed)
-    from sklearn.cluster import MiniBatchKMeans
+    """Labels of the final K-Means on all markets.
 
+    ``warm``: Lloyd's iterations start from ``centers`` alone (one init): last month's segments
+    mapped into this month's space, so markets that behave as before stay together, or the
+    centroids of the k chosen on a sample.
+    Otherwise, at or below ``minibatch_threshold``: K-Means with 10 inits on all points (as every
+    earlier release); above it, MiniBatchKMeans started from the sample's centroids.
+    """
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    large = len(x) > config.minibatch_threshold
+    if warm:
+        if large:
+            model = MiniBatchKMeans(n_clusters=k, init=centers, n_init=1, batch_size=MINIBATCH_SIZE, random_state=seed)
+        else:
+            model = KMeans(n_clusters=k, init=centers, n_init=1, random_state=seed)
+        return model.fit(x).labels_
+    if not large:
+        return _kmeans(x, k, seed)
     if centers is None:  # k was given: the sample's K-Means centroids start the mini-batches
         centers = _kmeans_model(x if pick is None else x[pick], k, seed).cluster_centers_
     model = MiniBatchKMeans(n_clusters=k, init=centers, n_init=1, batch_size=MINIBATCH_SIZE, random_state=seed)
     return model.fit(x).labels_
+
+
+def _centroids(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    # (k, d) means of the rows of each label 0..k-1 (every label present).
+    counts = np.bincount(labels)
+    sums = np.zeros((len(counts), x.shape[1]))
+    np.add.at(sums, labels, x)
+    return sums / counts[:, None]
+
+
+def previous_centers(x: np.ndarray, previous: np.ndarray | None) -> tuple[np.ndarray | None, int | None]:
+    """Last month's segments in this month's feature space: ``((k_prev, d) centroids, k_prev)``.
+
+    ``x`` is ``(n, d)`` hybrid features; ``previous`` ``(n,)`` each market's SegmentID last month
+    (< 1: none, e.g. a new market). The centroid of a previous segment is the mean of its markets'
+    features now, which maps the segment into this month's space whatever the encoder did. ``(None,
+    None)`` without a previous month or when fewer than 2 of its segments have markets this month.
+    """
+    if previous is None:
+        return None, None
+    previous = np.asarray(previous)
+    ids = np.unique(previous[previous >= 1])
+    if len(ids) < 2:
+        return None, None
+    return np.stack([x[previous == i].mean(axis=0) for i in ids]), len(ids)
 
 
 def kdistance_eps(x: np.ndarray, min_samples: int) -> float:
@@ -203,15 +244,33 @@ class ClusterResult:
     silhouette_lstm: float
     silhouette_static: float
     k_curve: dict[int, float] = field(default_factory=dict)  # silhouette per k (when k was chosen)
-    k_curve_calinski_harabasz: dict[int, float] = field(default_factory=dict)
+    k_curve_gap: dict[int, float] = field(default_factory=dict)  # gap statistic per k (k_selection)
+    k_curve_gap_se: dict[int, float] = field(default_factory=dict)
+    k_reason: str = ""  # why this k (the rule, continuity, or n_clusters)
+    previous_k: int | None = None  # last month's number of segments among these markets
+    warm_start: bool = False  # the final K-Means started from last month's segments
     eps: float | None = None
 
 
-def cluster_markets(static: np.ndarray, embedding: np.ndarray, config: ClusterConfig, seed: int) -> ClusterResult:
+def cluster_markets(
+    static: np.ndarray,
+    embedding: np.ndarray,
+    config: ClusterConfig,
+    seed: int,
+    size: np.ndarray | None = None,
+    previous: np.ndarray | None = None,
+) -> ClusterResult:
     """Cluster markets on hybrid features and score the hybrid, LSTM-only and static-only views.
 
-    ``static`` is ``(n_markets, len(STATIC_FEATURES))``, ``embedding`` ``(n_markets, embedding_dim)``.
-    The views are compared at the same k: K-Means with the final number of clusters on the
+    ``static`` is ``(n_markets, len(STATIC_FEATURES))``, ``embedding`` ``(n_markets, embedding_dim)``,
+    ``size`` ``(n_markets,)`` log market size (``market_size``; weighed by ``config.size_weight``),
+    ``previous`` ``(n_markets,)`` last month's SegmentID per market (< 1: none).
+
+    K-Means: k by the gap statistic's 1-SE rule among the k whose segments all hold at least
+    ``min_segment_share`` of the markets, and with a previous month, kept unless the gap says
+    otherwise (``k_selection``); when k equals last month's, the final K-Means starts from last
+    month's segments (their centroids in this month's space), so unchanged behaviour keeps its
+    segment. The views are compared at the same k: K-Means with the final number of clusters on the
     standardized static block alone and on the embedding alone, silhouette in each view's own space.
     Above ``config.selection_sample`` markets, k is chosen and the views are scored on a seeded
     sample of that size; above ``config.minibatch_threshold`` the final K-Means is MiniBatchKMeans
@@ -222,6 +281,8 @@ def cluster_markets(static: np.ndarray, embedding: np.ndarray, config: ClusterCo
 
     passive_openmp()  # before scikit-learn's OpenMP runtime starts (see its docstring)
     from sklearn.cluster import DBSCAN, HDBSCAN
+
+    from include.segmentation.k_selection import decide_k, k_curve, merge_small, min_size
 
     n = len(static)
     if n < 3:
@@ -239,27 +300,44 @@ def cluster_markets(static: np.ndarray, embedding: np.ndarray, config: ClusterCo
         bad = [name for name, fine in zip(STATIC_FEATURES, ok, strict=True) if not fine]
         if bad:
             raise ValueError(f"static feature(s) {bad} contain NaN, infinite or too large values")
-    hybrid = hybrid_features(static, embedding, config.static_weight)
+    hybrid = hybrid_features(static, embedding, config.static_weight, size, config.size_weight)
     if not hybrid.any():
         raise ValueError(f"all {n} markets have identical features: there is nothing to segment")
-    curve: dict[int, float] = {}
-    alternative: dict[int, float] = {}
-    eps = None
+    result = ClusterResult(
+        labels=np.empty(0, dtype=np.int64),
+        algorithm=config.algorithm,
+        n_clusters=0,
+        noise_fraction=0.0,
+        silhouette_hybrid=float("nan"),
+        silhouette_lstm=float("nan"),
+        silhouette_static=float("nan"),
+    )
     pick = sample_rows(n, config.selection_sample, seed)  # None: every market takes part
     if config.algorithm == "kmeans":
-        centers = None
+        warm_centers, result.previous_k = previous_centers(hybrid, previous)
+        smallest = min_size(n, config.min_segment_share, config.min_segment_size)
+        curve = None
         if config.n_clusters is not None:
             if not 2 <= config.n_clusters <= n - 1:
                 raise ValueError(f"n_clusters={config.n_clusters} is invalid for {n} markets (need 2 <= k <= n - 1)")
-            k = config.n_clusters
+            k, result.k_reason = config.n_clusters, f"set by n_clusters={config.n_clusters}"
+            smallest = 1  # a k the user asked for is kept, whatever the segment sizes
         else:
             sample = hybrid if pick is None else hybrid[pick]
-            k, curve, alternative, all_centers = _k_curve(sample, config.k_min, config.k_max, seed)
-            centers = all_centers[k]
-        raw = _final_kmeans(hybrid, k, seed, config, pick, centers)
+            curve = k_curve(sample, config.k_min, config.k_max, seed, config.min_segment_share, config.min_segment_size)
+            choice = decide_k(curve, result.previous_k)
+            k, result.k_reason = choice.k, choice.reason
+            result.k_curve, result.k_curve_gap, result.k_curve_gap_se = curve.silhouette, curve.gap, curve.gap_se
+        result.warm_start = warm_centers is not None and k == result.previous_k
+        if curve is not None and pick is None and not result.warm_start:
+            raw = curve.labels[k]  # the selection ran on every market: its solution is the final one
+        else:
+            start = warm_centers if result.warm_start else (curve.centers[k] if curve is not None else None)
+            raw = _final_kmeans(hybrid, k, seed, config, pick, start, warm=start is not None)
+            raw, _, _ = merge_small(hybrid, raw, _centroids(hybrid, raw), smallest, seed)
     elif config.algorithm == "dbscan":
-        eps = config.dbscan_eps or kdistance_eps(hybrid, config.min_samples)
-        raw = DBSCAN(eps=eps, min_samples=config.min_samples).fit_predict(hybrid)
+        result.eps = config.dbscan_eps or kdistance_eps(hybrid, config.min_samples)
+        raw = DBSCAN(eps=result.eps, min_samples=config.min_samples).fit_predict(hybrid)
     else:
         raw = HDBSCAN(min_cluster_size=max(config.min_samples, 2), copy=True).fit_predict(hybrid)
     labels = relabel_by_size(raw)
@@ -271,15 +349,9 @@ def cluster_markets(static: np.ndarray, embedding: np.ndarray, config: ClusterCo
             return float("nan")
         return silhouette(view, _kmeans(view, k_final, seed), seed)
 
-    return ClusterResult(
-        labels=labels,
-        algorithm=config.algorithm,
-        n_clusters=k_final,
-        noise_fraction=float((labels < 0).mean()),
-        silhouette_hybrid=silhouette(hybrid, labels, seed),
-        silhouette_lstm=view_score(standardize(embedding)),
-        silhouette_static=view_score(standardize(static)),
-        k_curve=curve,
-        k_curve_calinski_harabasz=alternative,
-        eps=eps,
-    )
+    result.labels, result.n_clusters = labels, k_final
+    result.noise_fraction = float((labels < 0).mean())
+    result.silhouette_hybrid = silhouette(hybrid, labels, seed)
+    result.silhouette_lstm = view_score(standardize(embedding))
+    result.silhouette_static = view_score(standardize(static))
+    return result

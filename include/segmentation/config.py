@@ -179,9 +179,27 @@ class ModelConfig(_Strict):
     embedding_dim: int = Field(32, ge=2, le=512)
     hidden_dim: int = Field(64, ge=4, le=2048)
     num_layers: int = Field(1, ge=1, le=4)
-    epochs: int = Field(60, ge=1, le=10_000)
+    epochs: int = Field(
+        200,
+        ge=1,
+        le=10_000,
+        description="At most this many passes over the training windows; training normally stops earlier, when the "
+        "loss stops improving (patience, min_delta) or at max_steps.",
+    )
     min_steps: int = Field(
-        300, ge=0, description="Train at least this many optimizer steps, so small warehouses still train."
+        300,
+        ge=0,
+        description="Train from scratch at least this many optimizer steps, so small warehouses still train "
+        "(a warm start from last month's model has no floor).",
+    )
+    patience: int = Field(
+        8, ge=1, le=1000, description="Early stopping: rounds (epochs, or 100 steps) without improvement."
+    )
+    min_delta: float = Field(
+        0.01,
+        ge=0,
+        lt=1,
+        description="Early stopping: a round improves when its loss is this much (relative) below the best.",
     )
     batch_size: int = Field(64, ge=1, description="Windows per optimizer step on CPU.")
     gpu_batch_size: int = Field(
@@ -213,11 +231,29 @@ class ModelConfig(_Strict):
 
 class ClusterConfig(_Strict):
     algorithm: Literal["kmeans", "dbscan", "hdbscan"] = "kmeans"
-    n_clusters: int | None = Field(None, ge=2, le=50, description="None: choose k by silhouette.")
+    n_clusters: int | None = Field(
+        None, ge=2, le=50, description="None: choose k by the gap statistic (k_selection), kept across months."
+    )
     k_min: int = Field(2, ge=2)
     k_max: int = Field(10, ge=2, le=50)
+    min_segment_share: float = Field(
+        0.04,
+        ge=0,
+        le=0.5,
+        description="A k is admissible only if every segment holds at least this share (0-1) of the markets "
+        "(AdventureWorks: 3 of 67 markets); no single-market segments.",
+    )
+    min_segment_size: int = Field(2, ge=1, description="... and at least this many markets (1: singletons allowed).")
     static_weight: float = Field(
         0.5, ge=0, le=1, description="Share of total variance given to the static block (the rest to the embedding)."
+    )
+    size_weight: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of total variance given to market size (log mean monthly revenue), taken from the "
+        "embedding's share. 0 by default: the planted benchmarks draw size independently of the segments, and any "
+        "weight on it splits segments by size; set it when size itself should segment (profiles always show it).",
     )
     dbscan_eps: float | None = Field(None, gt=0, description="None: from the k-distance curve.")
     min_samples: int = Field(3, ge=2)
@@ -245,6 +281,10 @@ class ClusterConfig(_Strict):
     def _k_range(self) -> ClusterConfig:
         if self.k_min > self.k_max:
             raise ValueError(f"k_min ({self.k_min}) must not exceed k_max ({self.k_max})")
+        if self.static_weight + self.size_weight > 1:
+            raise ValueError(
+                f"static_weight ({self.static_weight}) + size_weight ({self.size_weight}) must not exceed 1"
+            )
         return self
 
 
@@ -284,6 +324,25 @@ class QualityConfig(_Strict):
     negative_months: AnyPolicy = Field("warn", description="Months with negative net revenue (returns) in the window.")
     constant_series: AnyPolicy = Field("warn", description="The same revenue every month of the window.")
     inactive: AnyPolicy = Field("exclude", description="Sales in fewer than min_active_months months of the window.")
+    thin: AnyPolicy = Field(
+        "exclude",
+        description="Too little data to describe: fewer than thin_min_lines order lines or thin_min_customers "
+        "customers in the window (such a market must not form a segment of its own).",
+    )
+    thin_min_lines: int = Field(
+        10,
+        ge=0,
+        description="Order lines a market needs in the latest seq_len months (0: no minimum). AdventureWorks "
+        "2013-12 (12 months, 69 markets): median 345 lines, 5th percentile 31; only US-MS and US-RI (2 lines "
+        "each) fall below 10.",
+    )
+    thin_min_customers: int = Field(
+        0,
+        ge=0,
+        description="Distinct customers a market needs in the latest seq_len months (0: no minimum). Off by "
+        "default: in B2B data one reseller can be a whole market (AdventureWorks 2013-12: 13 of 69 markets, "
+        "US states with 100-1,000 order lines, have under 5 customers).",
+    )
     no_static: FailOrExclude = Field("exclude", description="Monthly sales but no static features in the window.")
     no_sequence: FailOrExclude = Field("exclude", description="Static features but no monthly sales in the history.")
     unknown_customers: FailOrExclude = Field(

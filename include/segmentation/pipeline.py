@@ -25,7 +25,7 @@ from include.segmentation.artifacts import (
     write_npz,
     write_parquet,
 )
-from include.segmentation.clustering import STATIC_FEATURES
+from include.segmentation.clustering import STATIC_FEATURES, market_size
 from include.segmentation.config import SegmentationConfig
 from include.segmentation.profiles import market_trends, segment_profiles
 from include.segmentation.warehouse import connect, query_frame, render_sql
@@ -93,8 +93,9 @@ def build_sequences(config: SegmentationConfig, month: pd.Period) -> dict:
 
     Writes ``sequences.npz`` for every market with sales in the history: ``markets`` ``(n,)``,
     ``features`` ``(n, history_months, 4)`` float32 (``sequences.FEATURES``, unscaled),
-    ``revenue`` ``(n, history_months)`` net revenue per month (currency) and ``active`` (months
-    with sale lines); and ``trends.parquet`` (``profiles.TREND_FEATURES`` per market). Which markets
+    ``revenue`` ``(n, history_months)`` net revenue per month (currency), ``n_lines`` (order lines
+    per month) and ``active`` (months with sale lines); and ``trends.parquet``
+    (``profiles.market_trends`` per market: ``TREND_FEATURES`` and ``avg_monthly_revenue``). Which markets
     are fit to segment is ``check_data_quality``'s decision. Raises ``ValueError`` when the history
     has no sales at all.
     """
@@ -116,6 +117,7 @@ def build_sequences(config: SegmentationConfig, month: pd.Period) -> dict:
         features=seq.sequence_features(grid).astype(np.float32),
         revenue=grid[..., 0],
         active=grid[..., 2] > 0,  # a month with sale lines, even if returns net its revenue to zero
+        n_lines=grid[..., 2],  # order lines per month: the data-quality gate's "thin" check counts them
     )
     return {"path": path, "trends_path": trends_path, "n_markets": len(markets)}
 
@@ -144,7 +146,17 @@ def check_data_quality(config: SegmentationConfig, month: pd.Period, static_path
     static = read_parquet(static_path)
     data = read_npz(sequences_path)
     markets = data["markets"].astype(str)
-    findings = market_findings(static, markets, data["revenue"], data["active"], s.seq_len, s.min_active_months)
+    findings = market_findings(
+        static,
+        markets,
+        data["revenue"],
+        data["active"],
+        s.seq_len,
+        s.min_active_months,
+        n_lines=data.get("n_lines"),  # absent from a sequences.npz written before it was stored
+        min_lines=q.thin_min_lines,
+        min_customers=q.thin_min_customers,
+    )
     report = apply_policies(findings + warehouse_findings(per_market, table), q)
     folder = month_dir(config, month)
     quality_path = write_json(
@@ -168,21 +180,25 @@ def check_data_quality(config: SegmentationConfig, month: pd.Period, static_path
             f"least {needed}. Checks that excluded markets: {sorted(set(report.excluded['check']))}"
         )
     features, active = data["features"][eligible], data["active"][eligible]
-    train = seq.training_windows(
-        features, active, s.seq_len, s.min_active_months, config.model.max_train_windows, month_seed(config, month)
+    train = seq.shape_windows(
+        seq.training_windows(
+            features, active, s.seq_len, s.min_active_months, config.model.max_train_windows, month_seed(config, month)
+        )
     )
     scaler = seq.FeatureScaler.fit(train)
     path = write_npz(
         folder / "inputs.npz",
         train=scaler.transform(train),
-        latest=scaler.transform(features[:, -s.seq_len :]),
+        latest=scaler.transform(seq.shape_windows(features[:, -s.seq_len :])),
         markets=markets[eligible],
         features=np.array(seq.FEATURES),
         scaler_mean=scaler.mean,
         scaler_std=scaler.std,
     )
+    _, previous_month, _ = previous_segments(config, month)
     return {
         "path": path,
+        "previous_month": str(previous_month) if previous_month is not None else None,
         "quality_path": quality_path,
         "excluded_path": excluded_path,
         "n_markets": int(eligible.sum()),
@@ -192,42 +208,103 @@ def check_data_quality(config: SegmentationConfig, month: pd.Period, static_path
     }
 
 
-def _fingerprint(config: SegmentationConfig, train: np.ndarray, seed: int) -> str:
+def _fingerprint(config: SegmentationConfig, train: np.ndarray, seed: int, warm_from: str = "") -> str:
     h = hashlib.sha256(config.model.model_dump_json().encode())
     h.update(str(seed).encode())
+    h.update(warm_from.encode())  # the fingerprint of the model this one continued from, if any
     h.update(np.ascontiguousarray(train).tobytes())
     return h.hexdigest()
 
 
-def train_autoencoder(config: SegmentationConfig, month: pd.Period, inputs_path: str, force: bool = False) -> dict:
+def _warm_start(config: SegmentationConfig, previous_month: str | None):
+    """Last month's trained model and its fingerprint, when it exists and has this run's shape; else ``(None, "")``.
+
+    A missing, unreadable or differently shaped model (another ``seq_len`` or architecture) starts
+    training from scratch, said in the log: a warm start is an optimisation of continuity, never a
+    reason to fail a month.
+    """
+    from include.segmentation.autoencoder import TrainedAutoencoder
+
+    if previous_month is None:
+        return None, ""
+    folder = month_dir(config, pd.Period(previous_month, "M"))
+    try:
+        meta = read_json(folder / "model.json")
+        previous = TrainedAutoencoder.load(folder / "model.pt")
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        log.warning(
+            "no warm start from %s (its model could not be read: %s); training from scratch", previous_month, err
+        )
+        return None, ""
+    m = config.model
+    expected = (len(seq.FEATURES), config.sequences.seq_len, m.hidden_dim, m.embedding_dim, m.num_layers)
+    if previous.shape != expected:
+        log.info(
+            "no warm start from %s: its model has shape %s, this run needs %s; training from scratch",
+            previous_month,
+            previous.shape,
+            expected,
+        )
+        return None, ""
+    return previous, str(meta.get("fingerprint", ""))
+
+
+def train_autoencoder(
+    config: SegmentationConfig,
+    month: pd.Period,
+    inputs_path: str,
+    force: bool = False,
+    previous_month: str | None = None,
+) -> dict:
     """Train the LSTM autoencoder on the month's training windows (``inputs.npz``); writes ``model.pt``.
 
-    A model already trained for this month from the same windows, settings and seed is reused unless
-    ``force`` (the ``force_retrain`` Param). Uses CUDA when the worker has it, else CPU.
+    Continuity: with ``previous_month`` (``YYYY-MM``, the latest earlier month written to the
+    warehouse, from ``check_data_quality``), training continues from that month's model when it has
+    the same shape (``autoencoder.train_autoencoder``'s ``init``), so the latent space, and with it
+    the segments, carry over. ``force`` (the ``force_retrain`` Param) starts from scratch and
+    retrains even when this month's model exists. A model already trained for this month from the
+    same windows, settings, seed and starting model is reused. Uses CUDA when the worker has it,
+    else CPU. ``model.json`` records the losses per round, steps, how training stopped and the warm start.
     """
     from include.segmentation.autoencoder import train_autoencoder as fit
 
     train = read_npz(inputs_path)["train"]
     seed = month_seed(config, month)
-    fingerprint = _fingerprint(config, train, seed)
+    init, init_fingerprint = (None, "") if force else _warm_start(config, previous_month)
+    fingerprint = _fingerprint(config, train, seed, init_fingerprint)
     path = month_dir(config, month) / "model.pt"
     meta_path = path.with_suffix(".json")
+    keys = ("final_loss", "epochs", "steps", "stop_reason", "warm_start_from", "device")
     if not force and path.exists() and meta_path.exists():
         meta = read_json(meta_path)
-        if meta.get("fingerprint") == fingerprint:
-            log.info("reusing the model trained for %s (same data, settings and seed)", month)
-            return {"path": str(path), **{k: meta[k] for k in ("final_loss", "epochs", "device")}}
-    trained = fit(train, config.model, seed=seed)
+        if meta.get("fingerprint") == fingerprint and all(k in meta for k in keys):
+            log.info("reusing the model trained for %s (same data, settings, seed and starting model)", month)
+            return {"path": str(path), **{k: meta[k] for k in keys}}
+    trained = fit(train, config.model, seed=seed, init=init)
     saved = trained.save(path)
     meta = {
         "fingerprint": fingerprint,
         "final_loss": trained.losses[-1],
-        "epochs": len(trained.losses),
+        "epochs": len(trained.losses),  # rounds: epochs, or ROUND_STEPS steps on large data
+        "steps": trained.steps,
+        "stop_reason": trained.stop_reason,
+        "warm_start_from": previous_month if init is not None else None,
         "device": trained.device,
         "losses": trained.losses,
     }
     write_json(meta_path, meta)
-    return {"path": saved, "final_loss": meta["final_loss"], "epochs": meta["epochs"], "device": meta["device"]}
+    return {"path": saved, **{k: meta[k] for k in keys}}
+
+
+def training_summary(model: dict) -> str:
+    """One line on how training ended, for the run record and the report, from ``train_autoencoder``'s result."""
+    how = (
+        "converged"
+        if model.get("stop_reason") == "converged"
+        else f"stopped at its budget ({model.get('stop_reason')})"
+    )
+    warm = f", warm start from {model['warm_start_from']}" if model.get("warm_start_from") else ", from scratch"
+    return f"{how} after {model.get('steps', 0):,} steps{warm}"
 
 
 def embed_markets(config: SegmentationConfig, month: pd.Period, inputs_path: str, model_path: str) -> dict:
@@ -290,23 +367,28 @@ def cluster_markets(
         )
     emb = read_parquet(embeddings_path)
     static = read_parquet(static_path).set_index("market_key").loc[emb["market_key"]].reset_index()
+    trends = read_parquet(trends_path)
+    size = trends.set_index("market_key")["avg_monthly_revenue"].reindex(emb["market_key"]).to_numpy()
+    previous, previous_month, max_id = previous_segments(config, month)
+    last_ids = static["market_key"].map(previous).fillna(-1).to_numpy(dtype=np.int64)
     result = fit(
         static[list(STATIC_FEATURES)].to_numpy(dtype=np.float64),
         emb.drop(columns="market_key").to_numpy(dtype=np.float64),
         config.clustering,
         seed=month_seed(config, month),
+        size=market_size(size),
+        previous=last_ids,
     )
     if result.n_clusters == 0:
         raise ValueError(
             f"{result.algorithm} labelled all {len(result.labels)} markets as noise for {month}: no segment to write; "
             "set clustering.dbscan_eps / min_samples, or use kmeans"
         )
-    previous, previous_month, max_id = previous_segments(config, month)
+    log.info("%s: k=%d, %s", month, result.n_clusters, result.k_reason)
     markets = static["market_key"].to_numpy(dtype=object)
     ids = align_segment_ids(markets, result.labels, previous, first_new_id=max_id + 1)
     segments = static.assign(segment_id=ids, previous_segment_id=static["market_key"].map(previous))
     path = write_parquet(segments, month_dir(config, month) / "segments.parquet")
-    trends = read_parquet(trends_path)
     profiles = segment_profiles(segments.merge(trends, on="market_key", how="left"))
     profiles_path = write_parquet(profiles, month_dir(config, month) / "profiles.parquet")
     for row in profiles.itertuples():
@@ -320,8 +402,12 @@ def cluster_markets(
         "silhouette_static": result.silhouette_static,
         "stability": stability(markets, ids, previous),
         "previous_month": str(previous_month) if previous_month is not None else None,
+        "k_reason": result.k_reason,
+        "previous_k": result.previous_k,
+        "warm_start": result.warm_start,
         "k_curve": {str(k): v for k, v in result.k_curve.items()},
-        "k_curve_calinski_harabasz": {str(k): v for k, v in result.k_curve_calinski_harabasz.items()},
+        "k_curve_gap": {str(k): v for k, v in result.k_curve_gap.items()},
+        "k_curve_gap_se": {str(k): v for k, v in result.k_curve_gap_se.items()},
     }
     write_json(month_dir(config, month) / "metrics.json", metrics)
     log.info(
@@ -373,6 +459,8 @@ def write_month(
         stability=metrics.get("stability"),
         customer_attributes="as of month end" if config.warehouse.customer.is_type2 else "current",
         quality=json.dumps(quality["checks"], sort_keys=True),
+        k_reason=metrics.get("k_reason"),
+        training=metrics.get("training"),
     )
     if dry_run:
         log.info("dry run: %d segment rows for %s computed, nothing written", len(segments), month)
@@ -426,10 +514,10 @@ def run_month(config: SegmentationConfig, month: pd.Period, run_id: str, dry_run
     static = extract_static_features(config, month)
     sequences = build_sequences(config, month)
     checked = check_data_quality(config, month, static["path"], sequences["path"])
-    model = train_autoencoder(config, month, checked["path"])
+    model = train_autoencoder(config, month, checked["path"], previous_month=checked["previous_month"])
     embeddings = embed_markets(config, month, checked["path"], model["path"])
     clusters = cluster_markets(config, month, static["path"], embeddings["path"], sequences["trends_path"])
-    metrics = clusters | {"final_loss": model["final_loss"]}
+    metrics = clusters | {"final_loss": model["final_loss"], "training": training_summary(model)}
     report = build_report(config, month)
     written = write_month(config, month, clusters["path"], clusters["profiles_path"], metrics, run_id, dry_run)
     return {

@@ -1,19 +1,31 @@
 """Segment profiles: what each segment looks like in business terms, and a one-line description.
 
-Three pure steps: ``market_trends`` (temporal statistics per market from its monthly revenue),
-``segment_profiles`` (per-segment size, means, dominant region) and ``describe`` (a sentence built
-from the features on which a segment differs most from all markets).
+Three pure steps: ``market_trends`` (temporal statistics and size per market from its monthly
+revenue), ``segment_profiles`` (per-segment size, means, dominant region) and ``describe`` (a
+sentence built from the features on which a segment differs most from all markets).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
 from include.segmentation.clustering import STATIC_FEATURES
 
-#: Temporal statistics per market (``market_trends``); all unit-free.
+#: Temporal statistics per market (``market_trends``); all unit-free. Written to the profile table.
 TREND_FEATURES = ("trend_slope", "recent_growth", "volatility", "seasonality")
+
+#: Market size per market (``market_trends``): mean monthly net revenue over the window, in currency.
+#: In ``trends.parquet`` and ``profiles.parquet`` (segment median) and the descriptions, not in the
+#: warehouse's profile table, whose columns are fixed (``sql/create_result_tables.sql``).
+SIZE_FEATURES = ("avg_monthly_revenue",)
+
+#: Per-market columns that ``segment_profiles`` summarises: means of these ...
+MEAN_FEATURES = STATIC_FEATURES
+#: ... and medians of these (ratios and sizes are skewed: one market must not set its segment's value).
+MEDIAN_FEATURES = (*TREND_FEATURES, *SIZE_FEATURES)
 
 #: Months compared by ``recent_growth``: the last ``RECENT_MONTHS`` against the ``RECENT_MONTHS`` before.
 RECENT_MONTHS = 3
@@ -26,19 +38,27 @@ DESCRIBE_MIN_Z = 0.25
 def market_trends(revenue: np.ndarray, seq_len: int) -> pd.DataFrame:
     """Temporal statistics of each market's monthly revenue, ``(n_markets, n_months)`` in currency.
 
-    The last column is the run's month; months without sales are 0. Every statistic is relative
-    to the market's own level, so a small and a large market with the same shape score alike, and
-    months without sales do not dominate as they would on a log scale. One row per market:
+    The last column is the run's month; months without sales are 0. Revenue is net of returns, so
+    a month (or a whole market) can be negative. Every statistic is relative to the market's own
+    absolute level, the mean of ``|monthly revenue|`` over the window (the mean monthly revenue
+    when no month is negative): a small and a large market with the same shape score alike, months
+    without sales do not dominate as they would on a log scale, and a divisor is never negative,
+    so the sign of a statistic is the sign of the change: rising net revenue has a positive slope
+    and growth even when it is negative (returns shrinking). One row per market:
 
     - ``trend_slope``: least-squares slope of revenue over the last ``seq_len`` months divided by
-      the window's mean monthly revenue (0.02 = the trend adds 2 % of an average month each month).
-    - ``recent_growth``: revenue of the last 3 months over the 3 before, minus 1 (fraction;
-      NaN when the earlier 3 months had no sales).
-    - ``volatility``: coefficient of variation (std / mean) of monthly revenue over the window.
+      the absolute level (0.02 = the trend adds 2 % of an average month each month).
+    - ``recent_growth``: revenue of the last 3 months minus that of the 3 before, over the sum of
+      ``|revenue|`` of those 3 before (fraction; ``recent / before - 1`` when no month is
+      negative; NaN when the earlier 3 months had no sales).
+    - ``volatility``: standard deviation of monthly revenue over the window divided by the
+      absolute level (the coefficient of variation when no month is negative).
     - ``seasonality``: seasonal strength 0-1 over the whole history,
       ``max(0, 1 - var(R) / var(S + R))`` (Wang, Smith & Hyndman 2006), with S the month-of-year
       means and R the residual of a least-squares fit of linear trend + S; NaN with under 24
       months of history.
+    - ``avg_monthly_revenue``: mean monthly net revenue over the last ``seq_len`` months (currency;
+      the market's size, ``SIZE_FEATURES``; 0 without sales in the window).
 
     Statistics of a market without sales in the window are NaN. Raises ``ValueError`` for a
     window outside ``[6, n_months]``, NaN/inf or a non-2-D input.
@@ -52,16 +72,21 @@ def market_trends(revenue: np.ndarray, seq_len: int) -> pd.DataFrame:
     if not np.isfinite(revenue).all():
         raise ValueError("monthly revenue contains NaN or infinite values")
     window = revenue[:, -seq_len:]
-    level = window.mean(axis=1)
-    level = np.where(np.abs(level) > 0, level, np.nan)  # no sales in the window: undefined, not inf
+    mean = window.mean(axis=1)
+    # The absolute level: positive whenever the window has sales, even when returns outweigh them
+    # (a negative divisor would flip the sign of every statistic; |mean| could be ~0 when returns
+    # cancel sales out).
+    level = np.abs(window).mean(axis=1)
+    level = np.where(level > 0, level, np.nan)  # no sales in the window: undefined, not inf
     t = np.arange(seq_len, dtype=np.float64) - (seq_len - 1) / 2
-    slope = (window - window.mean(axis=1, keepdims=True)) @ t / (t @ t) / level
-    volatility = window.std(axis=1) / np.abs(level)
+    slope = (window - mean[:, None]) @ t / (t @ t) / level
+    volatility = window.std(axis=1) / level
 
     recent = revenue[:, -RECENT_MONTHS:].sum(axis=1)
-    before = revenue[:, -2 * RECENT_MONTHS : -RECENT_MONTHS].sum(axis=1)
+    earlier = revenue[:, -2 * RECENT_MONTHS : -RECENT_MONTHS]
+    scale = np.abs(earlier).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        growth = np.where(before > 0, recent / before - 1.0, np.nan)
+        growth = np.where(scale > 0, (recent - earlier.sum(axis=1)) / scale, np.nan)
 
     seasonality = np.full(n_markets, np.nan)
     if n_months >= 24:
@@ -79,7 +104,13 @@ def market_trends(revenue: np.ndarray, seq_len: int) -> pd.DataFrame:
             strength = np.clip(1.0 - resid.var(axis=0) / total, 0.0, 1.0)
         seasonality = np.where(total > 1e-12 * np.maximum(revenue.var(axis=1), 1.0), strength, 0.0)
     return pd.DataFrame(
-        {"trend_slope": slope, "recent_growth": growth, "volatility": volatility, "seasonality": seasonality}
+        {
+            "trend_slope": slope,
+            "recent_growth": growth,
+            "volatility": volatility,
+            "seasonality": seasonality,
+            "avg_monthly_revenue": mean,
+        }
     )
 
 
@@ -92,27 +123,28 @@ def segment_profiles(markets: pd.DataFrame) -> pd.DataFrame:
     """One row per SegmentID from one row per market.
 
     ``markets`` has ``segment_id`` (-1 = unassigned), ``market_name``, ``country``,
-    ``territory_group``, the ``STATIC_FEATURES`` and ``TREND_FEATURES``. Returns ``segment_id``,
-    ``n_markets``, ``share`` (0-1 of all markets), the mean of every static feature and the median
-    of every temporal one (units as in ``STATIC_FEATURES`` and ``market_trends``), ``main_group`` / ``main_country``
+    ``territory_group``, the ``STATIC_FEATURES``, ``TREND_FEATURES`` and ``SIZE_FEATURES``. Returns
+    ``segment_id``, ``n_markets``, ``share`` (0-1 of all markets), the mean of every static feature
+    and the median of every temporal one and of ``avg_monthly_revenue`` (units as in
+    ``STATIC_FEATURES`` and ``market_trends``), ``main_group`` / ``main_country``
     (most common value), ``group_share`` (0-1 of the segment in its main group), ``examples``
     (three market names) and ``description`` (``describe``). Raises ``ValueError`` naming missing
     columns or for an empty frame.
     """
-    needed = ("segment_id", "market_name", "country", "territory_group", *STATIC_FEATURES, *TREND_FEATURES)
+    needed = ("segment_id", "market_name", "country", "territory_group", *MEAN_FEATURES, *MEDIAN_FEATURES)
     missing = [c for c in needed if c not in markets]
     if missing:
         raise ValueError(f"markets frame is missing column(s) {missing}")
     if markets.empty:
         raise ValueError("no markets to profile")
-    features = [*STATIC_FEATURES, *TREND_FEATURES]
+    features = [*MEAN_FEATURES, *MEDIAN_FEATURES]
     # Warehouse NUMBER columns can arrive as Decimal; profiles are float statistics.
     values = markets[features].apply(pd.to_numeric, errors="coerce").astype("float64")
     frame = pd.concat([markets[["segment_id", "market_name", "country", "territory_group"]], values], axis=1)
     grouped = frame.groupby("segment_id", sort=True)
-    # Medians for the temporal ratios: one market growing from almost nothing would otherwise set
-    # its segment's "recent growth" on its own.
-    profiles = pd.concat([grouped[list(STATIC_FEATURES)].mean(), grouped[list(TREND_FEATURES)].median()], axis=1)
+    # Medians for the temporal ratios and sizes: one market growing from almost nothing, or one very
+    # large market, would otherwise set its segment's "recent growth" or size on its own.
+    profiles = pd.concat([grouped[list(MEAN_FEATURES)].mean(), grouped[list(MEDIAN_FEATURES)].median()], axis=1)
     profiles.insert(0, "n_markets", grouped.size())
     profiles.insert(1, "share", profiles["n_markets"] / len(frame))
     profiles["main_group"] = grouped["territory_group"].agg(_mode)
@@ -130,63 +162,89 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
-# (words when above the population, words when below, how to print the value). Trend words follow
-# the sign of the segment's own value, not its rank: "declining" must mean sales actually fall.
-_PHRASES: dict[str, tuple[str, str, object]] = {
-    "avg_discount": ("high discounts", "low discounts", lambda v: f"{100 * v:.1f}%"),
-    "platinum_share": ("a high Platinum share", "a low Platinum share", _pct),
-    "gold_share": ("a high Gold share", "a low Gold share", _pct),
-    "silver_share": ("a high Silver share", "a low Silver share", _pct),
-    "avg_ltv": ("high customer lifetime value", "low customer lifetime value", lambda v: f"{v:,.0f}"),
-    "total_product_lines": ("a broad product range", "a narrow product range", lambda v: f"{v:.1f} lines"),
-    "total_subcategories": ("many subcategories", "few subcategories", lambda v: f"{v:.1f}"),
-    "volatility": ("volatile sales", "steady sales", lambda v: f"monthly revenue varies {_pct(v)} around its mean"),
-    "seasonality": ("strongly seasonal sales", "little seasonality", lambda v: f"{_pct(v)} of variance"),
+def _signed_log(x: object) -> object:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+# (words when above the population, words when below, how to print a value, how to print the pair).
+# Trend words follow the sign of the segment's own value, not its rank: "declining" must mean sales
+# actually fall (None: chosen by ``_trend_words``).
+_PHRASES: dict[str, tuple[str | None, str | None, Callable[[float], str], str]] = {
+    "avg_discount": ("high discounts", "low discounts", lambda v: f"{100 * v:.1f}%", "{v} vs {c}"),
+    "platinum_share": ("a high Platinum share", "a low Platinum share", _pct, "{v} vs {c}"),
+    "gold_share": ("a high Gold share", "a low Gold share", _pct, "{v} vs {c}"),
+    "silver_share": ("a high Silver share", "a low Silver share", _pct, "{v} vs {c}"),
+    "avg_ltv": ("high customer lifetime value", "low customer lifetime value", lambda v: f"{v:,.0f}", "{v} vs {c}"),
+    "total_product_lines": (
+        "a broad product range",
+        "a narrow product range",
+        lambda v: f"{v:.1f} lines",
+        "{v} vs {c}",
+    ),
+    "total_subcategories": ("many subcategories", "few subcategories", lambda v: f"{v:.1f}", "{v} vs {c}"),
+    "trend_slope": (None, None, lambda v: f"{100 * v:+.1f}%", "{v}/month vs {c}"),
+    "recent_growth": (
+        None,
+        None,
+        lambda v: f"{100 * v:+.0f}%",
+        f"{{v}} on the previous {RECENT_MONTHS} months vs {{c}}",
+    ),
+    "volatility": ("volatile sales", "steady sales", _pct, "monthly revenue varies {v} around its level vs {c}"),
+    "seasonality": ("strongly seasonal sales", "little seasonality", _pct, "{v} of variance vs {c}"),
+    "avg_monthly_revenue": ("high revenue", "low revenue", lambda v: f"{v:,.0f}", "avg {v}/month vs {c}"),
 }
 
 
-def _trend_phrase(feature: str, value: float) -> str:
+def _trend_words(feature: str, value: float) -> str:
+    # Under half a percent (a month, or on the previous months) is no direction worth a word.
     if feature == "trend_slope":
-        words = "growing sales" if value > 0.005 else "declining sales" if value < -0.005 else "flat sales"
-        return f"{words} ({100 * value:+.1f}%/month)"
-    words = "a recent upturn" if value > 0 else "a recent downturn"
-    return f"{words} ({100 * value:+.0f}% on the previous {RECENT_MONTHS} months)"
+        return "growing sales" if value > 0.005 else "declining sales" if value < -0.005 else "roughly flat sales"
+    return "a recent upturn" if value > 0.005 else "a recent downturn" if value < -0.005 else "no recent change"
 
 
 def describe(profiles: pd.DataFrame, markets: pd.DataFrame, max_features: int = 3) -> list[str]:
     """A one-line description per profile row, e.g. "Europe markets with declining sales
-    (-2.1%/month) and a high Platinum share (31% vs 18%)".
+    (-2.1%/month vs +0.4%) and a high Platinum share (31% vs 18%)".
 
-    ``profiles`` is ``segment_profiles``' frame (feature means, ``main_group``, ``group_share``);
-    ``markets`` the per-market feature values the population statistics come from. A feature is
-    named when the segment's value is at least ``DESCRIBE_MIN_Z`` population standard deviations
-    from the population's centre (mean; median for temporal features), the ``max_features``
-    largest first, each with its value (and the population's, for static features). Unassigned
-    markets (SegmentID -1) are called so.
+    ``profiles`` is ``segment_profiles``' frame (feature means and medians, ``main_group``,
+    ``group_share``); ``markets`` the per-market feature values the population statistics come from.
+    The population's centre is taken the way profiles are: the mean of a static feature, the median
+    of a temporal one and of ``avg_monthly_revenue``. A feature is named when the segment's value is
+    at least ``DESCRIBE_MIN_Z`` population standard deviations from that centre, the
+    ``max_features`` largest first, each with the segment's value and the centre's. Sizes are
+    compared on a signed log scale (they span orders of magnitude: on the raw scale the largest
+    markets would set the spread alone); the centre is the log of the median, so "high" still
+    means above the median printed. Words never contradict the numbers: "high"/"low" follow the
+    printed comparison, trend words the sign of the segment's own value, and a feature whose two
+    printed values are equal is not named. Unassigned markets (SegmentID -1) are called so.
     """
-    # The population's centre is taken the way profiles are: means of static, medians of temporal features.
-    mean = markets.mean()
-    trends = [c for c in TREND_FEATURES if c in markets]
-    mean[trends] = markets[trends].median()
-    std = markets.std(ddof=0)
+    centre = markets.mean()
+    medians = [c for c in MEDIAN_FEATURES if c in markets]
+    centre[medians] = markets[medians].median()
+    sizes = [c for c in SIZE_FEATURES if c in markets]
+    scaled = markets.copy()
+    scaled[sizes] = _signed_log(markets[sizes])
+    scaled_centre = centre.copy()
+    scaled_centre[sizes] = _signed_log(centre[sizes])
+    std = scaled.std(ddof=0)
     # A feature equal in every market (up to rounding) says nothing about any segment.
-    std = std.where(std > 1e-9 * np.maximum(mean.abs(), 1.0))
+    std = std.where(std > 1e-9 * np.maximum(scaled_centre.abs(), 1.0))
     out = []
     for _, row in profiles.iterrows():
-        z = ((row[list(mean.index)].astype("float64") - mean) / std).dropna()
-        top = z[z.abs() >= DESCRIBE_MIN_Z].abs().sort_values(ascending=False, kind="stable").index[:max_features]
+        values = row[list(centre.index)].astype("float64")
+        scaled_values = values.copy()
+        scaled_values[sizes] = _signed_log(values[sizes])
+        z = ((scaled_values - scaled_centre) / std).dropna()
         parts = []
-        for feature in top:
-            value = float(row[feature])
-            if feature in ("trend_slope", "recent_growth"):
-                parts.append(_trend_phrase(feature, value))
-                continue
-            high, low, fmt = _PHRASES[feature]
-            words = high if z[feature] > 0 else low
-            if feature in STATIC_FEATURES:
-                parts.append(f"{words} ({fmt(value)} vs {fmt(float(mean[feature]))})")
-            else:
-                parts.append(f"{words} ({fmt(value)})")
+        for feature in z[z.abs() >= DESCRIBE_MIN_Z].abs().sort_values(ascending=False, kind="stable").index:
+            high, low, fmt, pair = _PHRASES[feature]
+            value, mid = fmt(float(values[feature])), fmt(float(centre[feature]))
+            if value == mid:
+                continue  # no difference a reader could see
+            words = _trend_words(feature, float(values[feature])) if high is None else high if z[feature] > 0 else low
+            parts.append(f"{words} ({pair.format(v=value, c=mid)})")
+            if len(parts) == max_features:
+                break
         if row["segment_id"] == -1:
             subject = "Unassigned markets (noise)"
         elif row["main_group"] is not None and row["group_share"] >= 0.6:

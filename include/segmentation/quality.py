@@ -30,6 +30,8 @@ CHECKS: dict[str, str] = {
     "negative_months": "markets with negative net revenue (returns) in a month of the window",
     "constant_series": "markets with exactly the same revenue in every month of the window",
     "inactive": "markets with sales in fewer than min_active_months months of the window",
+    "thin": "markets with too few order lines or customers in the window to describe (thin_min_lines, "
+    "thin_min_customers)",
     "no_static": "markets with monthly sales in the history but no static features in the window",
     "no_sequence": "markets with static features but no monthly sales in the history",
     "unknown_customers": "markets none of whose customers is in the customer dimension",
@@ -88,14 +90,21 @@ def market_findings(
     active: np.ndarray,
     seq_len: int,
     min_active_months: int,
+    n_lines: np.ndarray | None = None,
+    min_lines: int = 0,
+    min_customers: int = 0,
 ) -> list[Finding]:
     """Checks on the extracted data itself.
 
     ``static`` is ``static.parquet`` (``market_key``, ``STATIC_FEATURES``, ``n_known_customers``);
     ``markets`` ``(n,)`` keys of the monthly grid, ``revenue`` ``(n, n_months)`` net revenue per
     month (currency) and ``active`` ``(n, n_months)`` bool (months with sale lines), the last column
-    being the run's month. Returns findings for ``empty_month``, ``negative_months``, ``constant_series``,
-    ``inactive``, ``no_static``, ``no_sequence``, ``unknown_customers`` and ``missing_static``.
+    being the run's month. ``n_lines`` ``(n, n_months)`` order lines per month (``None``: not
+    counted) and ``static["n_customers"]`` (distinct customers in the window) feed ``thin``: a market
+    with fewer than ``min_lines`` order lines summed over the last ``seq_len`` months, or fewer than
+    ``min_customers`` customers, is too thin to describe (a threshold of 0 turns that half off).
+    Returns findings for ``empty_month``, ``negative_months``, ``constant_series``, ``inactive``,
+    ``thin``, ``no_static``, ``no_sequence``, ``unknown_customers`` and ``missing_static``.
     """
     markets = np.asarray(markets, dtype=object).astype(str)
     static_keys = static["market_key"].astype(str).to_numpy()
@@ -120,6 +129,7 @@ def market_findings(
         _finding("negative_months", "markets", markets, (window < 0).any(axis=1)),
         _finding("constant_series", "markets", markets, constant),
         _finding("inactive", "markets", markets, window_active.sum(axis=1) < min_active_months),
+        _thin(static, markets, n_lines, seq_len, min_lines, min_customers),
         _finding("no_static", "markets", markets, ~has_static),
         _finding("no_sequence", "markets", static_keys, ~np.isin(static_keys.astype(str), markets)),
         _finding("unknown_customers", "markets", static_keys, known == 0),
@@ -131,6 +141,55 @@ def market_findings(
             f"in {', '.join(bad_columns)}" if bad_columns else "",
         ),
     ]
+
+
+def _thin(
+    static: pd.DataFrame,
+    markets: np.ndarray,
+    n_lines: np.ndarray | None,
+    seq_len: int,
+    min_lines: int,
+    min_customers: int,
+) -> Finding:
+    """``thin``: markets of the grid with under ``min_lines`` order lines in the window or under
+    ``min_customers`` customers; the detail quotes the thresholds and each example's numbers."""
+    lines = np.full(len(markets), np.nan) if n_lines is None else np.asarray(n_lines, np.float64)[:, -seq_len:].sum(1)
+    customers = np.full(len(markets), np.nan)
+    if "n_customers" in static:
+        # A market without static features has no customer count (``no_static`` flags it): NaN, not 0.
+        per_market = pd.Series(
+            pd.to_numeric(static["n_customers"], errors="coerce").to_numpy(dtype=np.float64),
+            index=static["market_key"].astype(str).to_numpy(),
+        )
+        customers = per_market[~per_market.index.duplicated()].reindex(markets).to_numpy()
+    thin = (lines < min_lines) | (customers < min_customers)  # NaN compares False: not counted
+    finding = _finding("thin", "markets", markets, thin)
+    if not finding.markets:
+        return finding
+    order = np.argsort(markets[thin], kind="stable")[:N_EXAMPLES]  # the examples the message quotes
+
+    def number(value: float, unit: str) -> str:
+        return f"? {unit}s" if np.isnan(value) else f"{value:,.0f} {unit}{'' if value == 1 else 's'}"
+
+    examples = "; ".join(
+        f"{str(m)!r} {number(n, 'line')}, {number(c, 'customer')}"
+        for m, n, c in zip(markets[thin][order], lines[thin][order], customers[thin][order], strict=True)
+    )
+    rule = " or ".join(
+        text
+        for text, on in (
+            (f"{min_lines} order lines", min_lines > 0 and n_lines is not None),
+            (f"{min_customers} customers", min_customers > 0),
+        )
+        if on
+    )
+    return Finding(
+        "thin",
+        finding.count,
+        "markets",
+        finding.markets,
+        f"fewer than {rule} in the {seq_len}-month window: {examples}",
+    )
 
 
 def _count(value: object) -> int:

@@ -201,7 +201,7 @@ def pca_figure(projection: pd.DataFrame) -> go.Figure:
 
 
 def loss_figure(losses: Sequence[float]) -> go.Figure:
-    """The autoencoder's mean reconstruction loss (MSE on scaled sequences) per epoch, log scale."""
+    """Mean reconstruction loss (MSE on scaled sequences) per round (an epoch, or 100 steps), log scale."""
     import plotly.graph_objects as go
 
     values = [float(v) for v in losses]
@@ -210,7 +210,7 @@ def loss_figure(losses: Sequence[float]) -> go.Figure:
     fig = go.Figure(go.Scatter(x=list(range(1, len(values) + 1)), y=values, mode="lines+markers", name="loss"))
     fig.update_layout(
         title="LSTM autoencoder training loss",
-        xaxis_title="epoch",
+        xaxis_title="round (an epoch, or 100 steps)",
         yaxis_title="reconstruction loss (MSE)",
         yaxis_type="log" if min(values) > 0 else "linear",
         height=380,
@@ -218,13 +218,12 @@ def loss_figure(losses: Sequence[float]) -> go.Figure:
     return fig
 
 
-def k_curve_figure(
-    k_curve: Mapping[str, float], chosen_k: int, calinski_harabasz: Mapping[str, float] | None = None
-) -> go.Figure:
+def k_curve_figure(k_curve: Mapping[str, float], chosen_k: int, gap: Mapping[str, float] | None = None) -> go.Figure:
     """Silhouette (-1..1) of the hybrid clustering for each k tried, the chosen k marked.
 
-    ``k_curve`` maps k (as JSON keys, strings) to silhouette; ``calinski_harabasz`` (optional, same
-    keys, unit-free) is drawn on a second axis. Raises ``ValueError`` for an empty curve.
+    ``k_curve`` maps k (as JSON keys, strings) to silhouette; ``gap`` (optional, JSON keys, unit-free:
+    the gap statistic that chose k, ``k_selection``) is drawn on a second axis. Raises
+    ``ValueError`` for an empty curve.
     """
     import plotly.graph_objects as go
 
@@ -232,19 +231,19 @@ def k_curve_figure(
         raise ValueError("empty k curve (k was given, or the algorithm finds k itself)")
     ks = sorted(int(k) for k in k_curve)
     fig = go.Figure(go.Scatter(x=ks, y=[k_curve[str(k)] for k in ks], mode="lines+markers", name="silhouette (hybrid)"))
-    if calinski_harabasz:
-        ch_ks = sorted(int(k) for k in calinski_harabasz)
+    if gap:
+        gap_ks = sorted(int(k) for k in gap)
         fig.add_trace(
             go.Scatter(
-                x=ch_ks,
-                y=[calinski_harabasz[str(k)] for k in ch_ks],
+                x=gap_ks,
+                y=[gap[str(k)] for k in gap_ks],
                 mode="lines+markers",
-                name="Calinski-Harabasz",
+                name="gap statistic (chooses k)",
                 yaxis="y2",
                 line={"dash": "dot"},
             )
         )
-        fig.update_layout(yaxis2={"title": "Calinski-Harabasz", "overlaying": "y", "side": "right"})
+        fig.update_layout(yaxis2={"title": "gap statistic", "overlaying": "y", "side": "right"})
     fig.add_vline(x=chosen_k, line_dash="dash", line_color="#444", annotation_text=f"chosen k = {chosen_k}")
     fig.update_layout(
         title="Choosing the number of segments",
@@ -321,7 +320,8 @@ _PROFILE_COLUMNS: tuple[tuple[str, str, Any, bool], ...] = (
     ("avg_ltv", "avg lifetime value", lambda v: f"{v:,.0f}", False),
     ("total_product_lines", "product lines", lambda v: f"{v:.1f}", False),
     ("total_subcategories", "subcategories", lambda v: f"{v:.1f}", False),
-    ("trend_slope", "trend (log rev./month)", lambda v: f"{v:+.3f}", False),
+    ("avg_monthly_revenue", "avg revenue/month", lambda v: f"{v:,.0f}", False),
+    ("trend_slope", "trend (/month)", lambda v: f"{100 * v:+.1f}%", False),
     ("recent_growth", "recent growth", lambda v: f"{100 * v:+.0f}%", False),
     ("volatility", "volatility", lambda v: f"{v:.2f}", False),
     ("seasonality", "seasonality", _pct, False),
@@ -392,6 +392,18 @@ def _fmt(value: object, spec: str = ".3f") -> str:
     return format(number, spec) if number is not None else "n/a"
 
 
+def _training_fact(model: Mapping) -> str:
+    # model.json of train_autoencoder; older ones have no stop_reason.
+    if not model.get("stop_reason"):
+        return "n/a"
+    from include.segmentation.pipeline import training_summary
+
+    text = training_summary(model)
+    if model["stop_reason"] != "converged":
+        text = "WARNING: " + text + " before the loss settled; raise model.max_steps for a better-converged encoder"
+    return text
+
+
 def render_report(run: RunArtifacts, model_version: str, static_weight: float) -> str:
     """The report's HTML (a complete document, plotly.js inline) from a run's artifacts.
 
@@ -410,7 +422,7 @@ def render_report(run: RunArtifacts, model_version: str, static_weight: float) -
     }
     if metrics.get("k_curve"):
         figures["k_curve"] = _figure_html(
-            k_curve_figure(metrics["k_curve"], k, metrics.get("k_curve_calinski_harabasz")), "k-curve-plot"
+            k_curve_figure(metrics["k_curve"], k, metrics.get("k_curve_gap")), "k-curve-plot"
         )
     headers, rows = profile_rows(run.profiles)
     moved = changed_markets(run.segments)
@@ -422,6 +434,7 @@ def render_report(run: RunArtifacts, model_version: str, static_weight: float) -
         ("model version", model_version),
         ("algorithm", str(metrics.get("algorithm", "n/a"))),
         ("k (segments)", str(k)),
+        ("why this k", str(metrics.get("k_reason") or "n/a")),
         ("markets segmented", str(len(run.segments))),
         ("markets excluded", str(len(run.excluded))),
         ("unassigned share", _fmt(metrics.get("noise_fraction"), ".1%")),
@@ -430,6 +443,7 @@ def render_report(run: RunArtifacts, model_version: str, static_weight: float) -
         ("silhouette static-only", _fmt(metrics.get("silhouette_static"))),
         ("static weight", f"{static_weight:.2f}"),
         ("final training loss", _fmt(model.get("final_loss"), ".4g")),
+        ("training", _training_fact(model)),
         ("trained on", str(model.get("device", "n/a"))),
         ("previous month", previous_month or "none (first month)"),
         ("kept their SegmentID", f"{stability:.0%}" if stability is not None else "n/a"),

@@ -70,6 +70,8 @@ class RunRecord:
     stability: float | None = None  # share 0-1 of markets keeping the previous month's SegmentID
     customer_attributes: str = "current"  # "as of month end" when DIM_CUSTOMER is type-2
     quality: str | None = None  # JSON: per data-quality check its policy, count and example markets
+    k_reason: str | None = None  # why this k (k_selection): the gap rule, continuity, or n_clusters
+    training: str | None = None  # e.g. "converged after 1,200 steps (warm start from 2013-11)"
 
 
 def _bindable(value: object) -> object:

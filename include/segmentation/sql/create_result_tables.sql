@@ -23,10 +23,14 @@ CREATE TABLE IF NOT EXISTS {{ w.run_table }} (
     FINAL_LOSS         FLOAT,
     STABILITY          FLOAT,                 -- share 0-1 of markets keeping last month's SegmentID
     CUSTOMER_ATTRIBUTES VARCHAR,              -- 'as of month end' (type-2 DIM_CUSTOMER) or 'current'
-    QUALITY            VARCHAR                -- JSON: per data-quality check its policy, count, examples
+    QUALITY            VARCHAR,               -- JSON: per data-quality check its policy, count, examples
+    K_REASON           VARCHAR,               -- why this k: the gap rule, kept from last month, or n_clusters
+    TRAINING           VARCHAR                -- how training ended: converged / at its budget, steps, warm start
 );
 -- Columns added after the first release: tables created by an earlier version gain them here.
 ALTER TABLE {{ w.run_table }} ADD COLUMN IF NOT EXISTS QUALITY VARCHAR;
+ALTER TABLE {{ w.run_table }} ADD COLUMN IF NOT EXISTS K_REASON VARCHAR;
+ALTER TABLE {{ w.run_table }} ADD COLUMN IF NOT EXISTS TRAINING VARCHAR;
 CREATE TABLE IF NOT EXISTS {{ w.migration_table }} (
     MARKET_KEY           VARCHAR NOT NULL,
     SEGMENT_MONTH        DATE    NOT NULL,

@@ -18,10 +18,10 @@ DELETE FROM {{ w.run_table }} WHERE RUN_ID = %(run_id)s AND SEGMENT_MONTH = %(se
 INSERT INTO {{ w.run_table }} (
     RUN_ID, SEGMENT_MONTH, MODEL_VERSION, ALGORITHM, N_CLUSTERS, N_MARKETS, N_EXCLUDED, NOISE_FRACTION,
     SEQ_LEN, SILHOUETTE_HYBRID, SILHOUETTE_LSTM, SILHOUETTE_STATIC, FINAL_LOSS, STABILITY,
-    CUSTOMER_ATTRIBUTES, QUALITY
+    CUSTOMER_ATTRIBUTES, QUALITY, K_REASON, TRAINING
 ) VALUES (
     %(run_id)s, %(segment_month)s, %(model_version)s, %(algorithm)s, %(n_clusters)s, %(n_markets)s,
     %(n_excluded)s, %(noise_fraction)s, %(seq_len)s, %(silhouette_hybrid)s, %(silhouette_lstm)s,
     %(silhouette_static)s, %(final_loss)s, %(stability)s,
-    %(customer_attributes)s, %(quality)s
+    %(customer_attributes)s, %(quality)s, %(k_reason)s, %(training)s
 );
