@@ -1,19 +1,21 @@
 """Planted segments: does the hybrid view recover segments that neither view alone can see?
 
-    .venv/bin/python -m benchmarks.planted                  # 240 markets x 36 months, 5 seeds
-    .venv/bin/python -m benchmarks.planted --markets 60 --seeds 1 --epochs 2 --min-steps 0
+    .venv/bin/python -m benchmarks.planted --jobs 2           # 3 designs x size log-sd 0/1/2, 5 seeds
+    .venv/bin/python -m benchmarks.planted --sweep --jobs 2   # ablations, one change at a time
+    .venv/bin/python -m benchmarks.planted --markets 60 --seeds 1 --epochs 2 --min-steps 0 --designs 0 --sizes 1
 
-Synthetic markets fall into a design of temporal patterns x static mixes (default 2 x 2 = 4 true
+Synthetic markets fall into a design of temporal patterns x static mixes (e.g. 2 x 2 = 4 true
 segments): two segments with the same static mix differ ONLY in how monthly revenue moves, two with
 the same pattern ONLY in discount, loyalty shares, lifetime value and product range. Everything else
 (market size, unit price, basket size, noise) is drawn from the same distributions for all segments.
 
-The library's own pieces run on them as the pipeline runs them: ``sequence_features`` ->
-``training_windows`` -> ``FeatureScaler`` -> ``train_autoencoder`` -> ``embed`` (latest window) ->
-``clustering.cluster_markets`` (hybrid, K-Means at the true k). The single views are K-Means at the same
-k on the standardized embedding (LSTM-only) and on the standardized static features (static-only).
-Printed: adjusted Rand index (ARI) against the planted segments per seed and mean ± sd. Figures,
-not pass/fail.
+The library's own pieces run on them as the pipeline runs them, with its default settings:
+``sequence_features`` -> ``training_windows`` -> ``shape_windows`` -> ``FeatureScaler`` ->
+``train_autoencoder`` -> ``embed`` (latest window) -> ``clustering.cluster_markets`` (hybrid, K-Means
+with k chosen by the library: nothing hands it the planted k). The single views are K-Means at the
+hybrid's k on the standardized embedding (LSTM-only) and on the standardized static features
+(static-only). Printed: adjusted Rand index (ARI) against the planted segments, mean ± sd over
+seeds, and the k found per seed. Figures, not pass/fail.
 """
 
 from __future__ import annotations
@@ -156,26 +158,25 @@ def planted_markets(
     return PlantedMarkets(grid, static, segment, pattern, mix, size[:, 0], tuple(patterns), tuple(mixes))
 
 
-#: How windows are scaled before the autoencoder. ``per-feature`` is the library's ``FeatureScaler``
-#: (what the pipeline does); the others are ablations that remove each window's level first.
-SCALINGS = ("per-feature", "demeaned", "per-series")
-
-#: Feature indices (``sequences.FEATURES``) that carry a market's size: log revenue, customers, quantity.
-_LEVEL_FEATURES = [0, 2, 3]
+#: How windows are scaled before the autoencoder. ``pipeline`` is the library's ``shape_windows`` then
+#: ``FeatureScaler`` (what the pipeline does); the others are ablations: ``levels`` keeps each window's
+#: level (the pipeline before shape_windows: the embedding then follows market size), ``per-series``
+#: z-scores every feature over the window (erases amplitude too).
+SCALINGS = ("pipeline", "levels", "per-series")
 
 
 def rescale_windows(windows: np.ndarray, how: str) -> np.ndarray:
     """Apply a window-level transform to ``(n, seq_len, 4)`` feature windows before ``FeatureScaler``.
 
-    ``per-feature``: unchanged. ``demeaned``: the log-level features (revenue, customers, quantity)
-    minus their mean over the window, so the window carries shape but not size (growth is kept).
-    ``per-series``: every feature z-scored over the window (sd 0 -> 1). Returns float64 ``(n, seq_len, 4)``.
+    ``pipeline``: ``sequences.shape_windows``. ``levels``: unchanged. ``per-series``: every feature
+    z-scored over the window (sd 0 -> 1). Returns float64 ``(n, seq_len, 4)``.
     """
+    from include.segmentation.sequences import shape_windows
+
     x = np.array(windows, dtype=np.float64)
-    if how == "per-feature":
-        return x
-    if how == "demeaned":
-        x[..., _LEVEL_FEATURES] -= x[..., _LEVEL_FEATURES].mean(axis=1, keepdims=True)
+    if how == "pipeline":
+        return shape_windows(x)
+    if how == "levels":
         return x
     if how == "per-series":
         sd = x.std(axis=1, keepdims=True)
@@ -198,12 +199,12 @@ def embed_single_thread(trained: object, windows: np.ndarray) -> np.ndarray:
 
 
 def embed_latest(
-    grid: np.ndarray, seq_len: int, model: object, seed: int, scaling: str = "per-feature"
+    grid: np.ndarray, seq_len: int, model: object, seed: int, scaling: str = "pipeline"
 ) -> tuple[np.ndarray, float]:
     """Train the autoencoder on all windows of ``grid`` and embed each market's latest window.
 
     ``grid`` is ``(n_markets, n_months, 4)`` raw aggregates; ``model`` a ``ModelConfig``. With
-    ``scaling="per-feature"`` exactly as ``pipeline.build_sequences`` / ``train_autoencoder`` /
+    ``scaling="pipeline"`` exactly as ``pipeline.build_sequences`` / ``train_autoencoder`` /
     ``embed_markets`` do it (``min_active_months=3``); other scalings see ``rescale_windows``.
     Returns ``((n_markets, embedding_dim) float32, final training MSE)``.
     """
@@ -212,11 +213,22 @@ def embed_latest(
 
     features = seq.sequence_features(grid)
     active = grid[..., 0] != 0
-    train = rescale_windows(seq.training_windows(features, active, seq_len, min_active_months=3), scaling)
-    latest = rescale_windows(features[:, -seq_len:], scaling)
-    scaler = seq.FeatureScaler.fit(train)
-    trained = train_autoencoder(scaler.transform(train), model, seed=seed)
-    return embed_single_thread(trained, scaler.transform(latest)), trained.losses[-1]
+    if scaling == "pipeline":
+        inputs = seq.model_inputs(features, active, seq_len, 3, model.max_train_windows, model.validation_share, seed)
+        train, valid, latest = inputs.train, inputs.valid, inputs.latest
+    else:  # the same hold-out and scaler, another window transform
+        held = seq.holdout_markets(len(features), model.validation_share, seed)
+        train, valid = (
+            rescale_windows(
+                seq.training_windows(features[rows], active[rows], seq_len, 3, 4096 if v else None), scaling
+            )
+            for v, rows in ((False, ~held), (True, held))
+        )
+        scaler = seq.FeatureScaler.fit(train)
+        train, valid = scaler.transform(train), scaler.transform(valid)
+        latest = scaler.transform(rescale_windows(features[:, -seq_len:], scaling))
+    trained = train_autoencoder(train, model, seed=seed, validation=valid)
+    return embed_single_thread(trained, latest), trained.losses[-1]
 
 
 def embedding_diagnostics(embedding: np.ndarray, pattern: np.ndarray, size: np.ndarray, seed: int) -> dict[str, float]:
@@ -243,13 +255,22 @@ def embedding_diagnostics(embedding: np.ndarray, pattern: np.ndarray, size: np.n
 
 
 def score_views(
-    static: np.ndarray, embedding: np.ndarray, truth: np.ndarray, k: int, static_weight: float, seed: int
+    static: np.ndarray,
+    embedding: np.ndarray,
+    truth: np.ndarray,
+    k: int | None,
+    static_weight: float,
+    seed: int,
+    size: np.ndarray | None = None,
+    size_weight: float = 0.0,
 ) -> dict[str, float]:
-    """ARI of the hybrid, LSTM-only and static-only segmentations against ``truth``, all at ``k``.
+    """ARI of the hybrid, LSTM-only and static-only segmentations against ``truth``.
 
     ``static`` ``(n, 7)``, ``embedding`` ``(n, e)``, ``truth`` ``(n,)`` labels. Hybrid: the library's
-    ``clustering.cluster_markets`` (K-Means, ``n_clusters=k``); single views: K-Means (10 inits) on
-    ``clustering.standardize`` of that view.
+    ``clustering.cluster_markets`` with k chosen by the library (``k=None``, what a user gets) or
+    fixed at ``k``; single views: K-Means (10 inits) on ``clustering.standardize`` of that view at the
+    hybrid's k. ``size`` ``(n,)`` log market size, weighed by ``size_weight``. ``k`` in the result: the
+    hybrid's number of segments.
     """
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
@@ -257,15 +278,18 @@ def score_views(
     from include.segmentation.clustering import cluster_markets, standardize
     from include.segmentation.config import ClusterConfig
 
-    hybrid = cluster_markets(static, embedding, ClusterConfig(n_clusters=k, static_weight=static_weight), seed).labels
+    config = ClusterConfig(n_clusters=k, static_weight=static_weight, size_weight=size_weight)
+    result = cluster_markets(static, embedding, config, seed, size=size)
+    k = result.n_clusters
 
     def view(x: np.ndarray) -> np.ndarray:
         return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(standardize(x))
 
     return {
-        "hybrid": float(adjusted_rand_score(truth, hybrid)),
+        "hybrid": float(adjusted_rand_score(truth, result.labels)),
         "lstm-only": float(adjusted_rand_score(truth, view(embedding))),
         "static-only": float(adjusted_rand_score(truth, view(static))),
+        "k": float(k),
     }
 
 
@@ -279,10 +303,12 @@ class Setting:
     mixes: tuple[str, ...] = ("premium", "value")
     size_sd: float = 0.5
     noise_sd: float = 0.1
-    scaling: str = "per-feature"
+    scaling: str = "pipeline"
+    true_k: bool = False  # True: cluster at the planted k (hands the model the answer); False: the library chooses
     epochs: int | None = None  # None: ModelConfig's default
     min_steps: int | None = None
     static_weight: float | None = None  # None: ClusterConfig's default
+    size_weight: float = 0.0  # ClusterConfig.size_weight (the library's default is 0)
 
     def model(self) -> object:
         """The ``ModelConfig`` (1 CPU thread, library defaults unless set here)."""
@@ -322,7 +348,12 @@ def run_setting(setting: Setting, seed: int) -> dict[str, float]:
     )
     z, loss = embed_latest(planted.grid, seq_len, setting.model(), seed, setting.scaling)
     weight = setting.weight()
-    out = score_views(planted.static, z, planted.segment, k, weight, seed)
+    from include.segmentation.clustering import market_size
+
+    size = market_size(planted.grid[:, -seq_len:, 0].mean(axis=1))
+    out = score_views(
+        planted.static, z, planted.segment, k if setting.true_k else None, weight, seed, size, setting.size_weight
+    )
     out["lstm:patterns"] = score_views(planted.static, z, planted.pattern, len(setting.patterns), weight, seed)[
         "lstm-only"
     ]
@@ -337,57 +368,81 @@ def run_setting(setting: Setting, seed: int) -> dict[str, float]:
     )
 
 
-#: ``--sweep``: one change at a time from the default setting (label, changes).
-SWEEP: tuple[tuple[str, dict], ...] = (
-    ("default (growing/declining x 2 mixes)", {}),
-    ("  scaling demeaned", {"scaling": "demeaned"}),
-    ("  scaling per-series", {"scaling": "per-series"}),
-    ("size log-sd 1.0", {"size_sd": 1.0}),
-    ("  scaling demeaned", {"size_sd": 1.0, "scaling": "demeaned"}),
-    ("  scaling per-series", {"size_sd": 1.0, "scaling": "per-series"}),
-    ("  static_weight 0.3", {"size_sd": 1.0, "static_weight": 0.3}),
-    ("  static_weight 0.7", {"size_sd": 1.0, "static_weight": 0.7}),
-    ("  epochs 240 (4x)", {"size_sd": 1.0, "epochs": 240}),
-    ("  epochs 10, min_steps 0", {"size_sd": 1.0, "epochs": 10, "min_steps": 0}),
-    ("size log-sd 2.0 (AdventureWorks: 1.9)", {"size_sd": 2.0}),
-    ("  scaling demeaned", {"size_sd": 2.0, "scaling": "demeaned"}),
-    ("noise log-sd 0.3", {"noise_sd": 0.3}),
-    ("  scaling demeaned", {"noise_sd": 0.3, "scaling": "demeaned"}),
-    ("seasonal/flat x 2 mixes", {"patterns": ("seasonal", "flat")}),
-    ("  scaling demeaned", {"patterns": ("seasonal", "flat"), "scaling": "demeaned"}),
-    ("  scaling per-series", {"patterns": ("seasonal", "flat"), "scaling": "per-series"}),
-    ("3 patterns x 3 mixes", {"patterns": ("growing", "declining", "seasonal"), "mixes": ("premium", "value", "mid")}),
+#: The default run: the issue's designs x market size spreads, everything else the library's defaults.
+DESIGNS: tuple[tuple[str, dict], ...] = (
+    ("growing/declining x 2 mixes", {"patterns": ("growing", "declining"), "mixes": ("premium", "value")}),
+    ("seasonal/flat x 2 mixes", {"patterns": ("seasonal", "flat"), "mixes": ("premium", "value")}),
     (
-        "  scaling demeaned",
-        {"patterns": ("growing", "declining", "seasonal"), "mixes": ("premium", "value", "mid"), "scaling": "demeaned"},
+        "3 patterns x 3 mixes",
+        {"patterns": ("growing", "declining", "seasonal"), "mixes": ("premium", "value", "mid")},
     ),
+)
+SIZE_SDS = (0.0, 1.0, 2.0)
+
+#: ``--sweep``: one change at a time from growing/declining x 2 mixes at size log-sd 1 (label, changes).
+SWEEP: tuple[tuple[str, dict], ...] = (
+    ("default (k chosen, pipeline scaling)", {}),
+    ("  k fixed at the planted 4 (hands the answer)", {"true_k": True}),
+    ("  scaling levels (window level kept)", {"scaling": "levels"}),
+    ("  scaling per-series", {"scaling": "per-series"}),
+    ("  size_weight 0.2", {"size_weight": 0.2}),
+    ("  static_weight 0.3", {"static_weight": 0.3}),
+    ("  static_weight 0.7", {"static_weight": 0.7}),
+    ("  noise log-sd 0.3", {"noise_sd": 0.3}),
 )
 
 
 def _describe(setting: Setting) -> str:
     model = setting.model()
     k = len(setting.patterns) * len(setting.mixes)
-    which = "the pipeline's" if setting.scaling == "per-feature" else "an ablation, not the pipeline's"
+    which = "the pipeline's" if setting.scaling == "pipeline" else "an ablation, not the pipeline's"
+    how_k = f"K-Means at the planted k={k}" if setting.true_k else "K-Means, k chosen by the library (gap statistic)"
     return (
         f"design: {len(setting.patterns)} patterns {setting.patterns} x {len(setting.mixes)} static mixes "
         f"{setting.mixes} = {k} segments; {setting.markets} markets x {setting.months} months, size log-sd "
         f"{setting.size_sd}, noise log-sd {setting.noise_sd}\n"
         f"window scaling: {setting.scaling} ({which})\n"
-        f"model: epochs {model.epochs}, min_steps {model.min_steps}, batch {model.batch_size}, hidden "
-        f"{model.hidden_dim}, embedding {model.embedding_dim}, lr {model.learning_rate}; clustering: K-Means at the "
-        f"true k={k}, static_weight {setting.weight()}"
+        f"model: epochs {model.epochs}, min_steps {model.min_steps}, max_steps {model.max_steps}, early stopping "
+        f"patience {model.patience}, batch {model.batch_size}, hidden {model.hidden_dim}, embedding "
+        f"{model.embedding_dim}, lr {model.learning_rate}; clustering: {how_k}, static_weight {setting.weight()}, "
+        f"size_weight {setting.size_weight}"
     )
 
 
 DIAGNOSTICS_NOTE = (
+    "k = segments the hybrid found; lstm-only / static-only = K-Means on that view alone at the hybrid's k;\n"
     "lstm:patterns / static:mixes = ARI of each single view on the half it can see (K-Means at that half's k);\n"
     "probe = 5-fold CV accuracy of a logistic regression predicting the pattern from the embedding;\n"
     "pc1~size = |corr| between the embedding's first principal component and log planted market size."
 )
 
+COLUMNS = (*METHODS, "k", "lstm:patterns", "static:mixes", "probe", "pc1_size")
+
+
+def _rows(label: str, setting: Setting, seeds: int, jobs: int) -> tuple[list, list[dict[str, float]]]:
+    from concurrent.futures import ProcessPoolExecutor
+
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            results = list(pool.map(run_setting, [setting] * seeds, range(seeds)))
+    else:
+        results = [run_setting(setting, seed) for seed in range(seeds)]
+    row = [label]
+    for c in COLUMNS:
+        values = [r[c] for r in results]
+        if c == "k":
+            row.append(",".join(str(int(v)) for v in values))
+        elif c in METHODS:
+            row.append(mean_sd(values))
+        else:
+            row.append(float(np.mean(values)))
+    row.append(f"{np.mean([r['seconds'] for r in results]):.0f}")
+    print(f"  {label}: hybrid {row[1]}, k {row[4]}", flush=True)
+    return row, results
+
 
 def main(argv: list[str] | None = None) -> dict[str, list[float]]:
-    """Run the benchmark; returns ``{method: [ARI per seed]}`` (``--sweep``: of the last setting)."""
+    """Run the benchmark; returns ``{row label: [hybrid ARI per seed]}``."""
     import torch
 
     defaults = Setting()
@@ -395,80 +450,43 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     parser.add_argument("--markets", type=int, default=defaults.markets)
     parser.add_argument("--months", type=int, default=defaults.months, help="months of history per market")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument(
-        "--patterns", default=",".join(defaults.patterns), help=f"comma-separated, of {TEMPORAL_PATTERNS}"
-    )
-    parser.add_argument("--mixes", default=",".join(defaults.mixes), help=f"comma-separated, of {tuple(STATIC_MIXES)}")
-    parser.add_argument("--size-sd", type=float, default=defaults.size_sd, help="log-sd of market size (all segments)")
-    parser.add_argument("--noise-sd", type=float, default=defaults.noise_sd, help="log-sd of monthly revenue noise")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZE_SDS)), help="market size log-sds of the grid")
+    parser.add_argument("--designs", default="all", help="'all' or comma-separated indices into DESIGNS")
     parser.add_argument("--epochs", type=int, default=None, help="ModelConfig.epochs (default: the library's)")
     parser.add_argument("--min-steps", type=int, default=None, help="ModelConfig.min_steps (default: the library's)")
-    parser.add_argument("--static-weight", type=float, default=None, help="ClusterConfig.static_weight")
-    parser.add_argument("--scaling", choices=SCALINGS, default="per-feature", help="per-feature = the pipeline's")
     parser.add_argument("--sweep", action="store_true", help="run the SWEEP settings (one change at a time)")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes (1 thread each)")
     parser.add_argument("--output", default="default", help="'default' (results/planted[_sweep].txt), a path, none")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
-    setting = Setting(
-        markets=args.markets,
-        months=args.months,
-        patterns=tuple(args.patterns.split(",")),
-        mixes=tuple(args.mixes.split(",")),
-        size_sd=args.size_sd,
-        noise_sd=args.noise_sd,
-        scaling=args.scaling,
-        epochs=args.epochs,
-        min_steps=args.min_steps,
-        static_weight=args.static_weight,
-    )
-    if args.sweep:
-        return _sweep(setting, args.seeds, args.output)
-
-    report = Report("benchmarks.planted: planted segments, ARI by view")
-    report.add(_describe(setting))
-    report.add()
-    rows, scores = [], {m: [] for m in METHODS}
-    columns = [*METHODS, "lstm:patterns", "static:mixes", "probe", "pc1_size", "final_mse"]
-    for seed in range(args.seeds):
-        result = run_setting(setting, seed)
-        for m in METHODS:
-            scores[m].append(result[m])
-        rows.append([str(seed), *(result[c] for c in columns), f"{result['seconds']:.1f}"])
-    report.add("ARI against the planted segments, per seed, and diagnostics:")
-    report.add(DIAGNOSTICS_NOTE)
-    report.add(table(["seed", *columns[:-2], "pc1~size", "final MSE", "s"], rows))
-    report.add()
-    report.add(f"summary over {args.seeds} seed(s) (mean ± sd of ARI)")
-    report.add(table(["method", "ARI"], [[m, mean_sd(scores[m])] for m in METHODS]))
-    report.save(output_path(args.output, "planted"))
-    return scores
-
-
-def _sweep(base: Setting, seeds: int, output: str) -> dict[str, list[float]]:
+    base = Setting(markets=args.markets, months=args.months, epochs=args.epochs, min_steps=args.min_steps)
     from dataclasses import replace
 
-    report = Report("benchmarks.planted --sweep: what moves the hybrid ARI (one change at a time)")
-    report.add("base " + _describe(base))
-    report.add(f"mean over {seeds} seed(s) per row; " + DIAGNOSTICS_NOTE)
+    if args.sweep:
+        report = Report("benchmarks.planted --sweep: what moves the hybrid ARI (one change at a time)")
+        plan = [(label, replace(base, size_sd=1.0, **changes)) for label, changes in SWEEP]
+        report.add("base " + _describe(plan[0][1]))
+    else:
+        report = Report("benchmarks.planted: planted segments, ARI by view, default settings (k chosen)")
+        picked = DESIGNS if args.designs == "all" else [DESIGNS[int(i)] for i in args.designs.split(",")]
+        sizes = [float(v) for v in args.sizes.split(",")]
+        plan = [
+            (f"{label}, size log-sd {sd:g}", replace(base, size_sd=sd, **changes))
+            for label, changes in picked
+            for sd in sizes
+        ]
+        report.add("base " + _describe(replace(base, **picked[0][1])) + "; rows vary the design and size")
+    report.add(f"mean ± sd over {args.seeds} seed(s) per row (k: per seed); " + DIAGNOSTICS_NOTE)
     report.add()
     rows, scores = [], {}
-    for label, changes in SWEEP:
-        setting = replace(base, **changes)
-        results = [run_setting(setting, seed) for seed in range(seeds)]
-        scores = {m: [r[m] for r in results] for m in METHODS}
-
-        def avg(key: str, results: list[dict[str, float]] = results) -> float:
-            return float(np.mean([r[key] for r in results]))
-
-        rows.append(
-            [label, *(avg(c) for c in (*METHODS, "lstm:patterns", "static:mixes", "probe", "pc1_size"))]
-            + [f"{avg('seconds'):.0f}"]
-        )
-        print(f"  {label}: hybrid {avg('hybrid'):.3f}", flush=True)
-    headers = ["setting", *METHODS, "lstm:patterns", "static:mixes", "probe", "pc1~size", "s/seed"]
+    for label, setting in plan:
+        row, results = _rows(label, setting, args.seeds, args.jobs)
+        rows.append(row)
+        scores[label] = [r["hybrid"] for r in results]
+    headers = ["setting", *METHODS, "k per seed", "lstm:patterns", "static:mixes", "probe", "pc1~size", "s/seed"]
     report.add(table(headers, rows))
-    report.save(output_path(output, "planted_sweep"))
+    report.save(output_path(args.output, "planted_sweep" if args.sweep else "planted"))
     return scores
 
 

@@ -11,11 +11,14 @@ Segments every market for one calendar month from a Snowflake star schema:
    lines, returns, constant or inactive series, markets with only static or only sequence data;
    each check fails the run, excludes the markets or warns, as configured (`quality` in the
    configuration); then the model's windows of `seq_len` months for the markets that pass;
-4. **train_autoencoder**: LSTM autoencoder (GPU queue in production, CPU otherwise);
+4. **train_autoencoder**: LSTM autoencoder on level-free windows (how sales move, not how big the
+   market is), continued from last month's model, until the loss stops improving (GPU queue in
+   production, CPU otherwise);
 5. **embed_markets**: each market's latest window to a 32-D embedding;
-6. **cluster_markets**: standardized static features + embedding, K-Means / DBSCAN / HDBSCAN, with
-   silhouettes for hybrid, LSTM-only and static-only; SegmentIDs carried over from the month before;
-   a profile and one-line description per segment;
+6. **cluster_markets**: standardized static features + embedding, K-Means (k by the gap statistic,
+   kept from last month unless the data say otherwise, started from last month's segments) /
+   DBSCAN / HDBSCAN, with silhouettes for hybrid, LSTM-only and static-only; SegmentIDs carried
+   over from the month before; a profile and one-line description per segment;
 7. **build_report**: the run's HTML report (PCA scatter, loss and k curves, profiles, markets that
    moved), shown under "Market segments" in the Airflow UI;
 8. **write_segments**: in one transaction, the month's rows of `MARKET_SEGMENT`,
@@ -96,7 +99,8 @@ def market_segmentation():
 
     @task(multiple_outputs=False)
     def cluster_markets(static: dict, sequences: dict, embeddings: dict) -> dict:
-        return _step("cluster_markets", static["path"], embeddings["path"], sequences["trends_path"])
+        fresh = bool(get_current_context()["params"]["force_retrain"])
+        return _step("cluster_markets", static["path"], embeddings["path"], sequences["trends_path"], fresh=fresh)
 
     # Beside the write, so a dry run still gets its report and a report problem never holds back segments.
     @task(multiple_outputs=False)

@@ -56,13 +56,22 @@ def curve_of(gap: dict[int, float], se: float, obtained: tuple[int, ...]) -> ks.
 
 def test_one_se_rule_stops_where_the_next_k_adds_nothing_beyond_its_error():
     curve = curve_of({1: 0.0, 2: 0.50, 3: 0.70, 4: 0.90, 5: 0.91}, 0.02, (2, 3, 4))
-    k, reason = ks.one_se_rule(curve)
+    k, reason = ks.one_se_rule(curve, 4)
     assert k == 4
     assert reason == "gap statistic 1-SE rule: gap(4)=0.900 >= gap(5) - s = 0.890"
     # the look-ahead past k_max collapsed into a smaller k under the minimum size: the largest k stands
-    k, reason = ks.one_se_rule(curve_of({1: 0.0, 2: 0.50, 3: 0.70, 4: 0.90}, 0.02, (2, 3, 4)))
+    k, reason = ks.one_se_rule(curve_of({1: 0.0, 2: 0.50, 3: 0.70, 4: 0.90}, 0.02, (2, 3, 4)), 4)
     assert k == 4
     assert "largest with every segment >= 2 markets" in reason
+
+
+def test_a_flat_curve_means_no_structure_and_takes_the_fallback_k():
+    # AdventureWorks-like: the gap rises steadily but gap(1) is within one s of gap(2)
+    curve = curve_of({1: 0.843, 2: 0.857, 3: 0.902, 4: 0.959, 5: 1.01, 6: 1.014}, 0.029, (2, 3, 4, 5))
+    k, reason = ks.one_se_rule(curve, 4)
+    assert k == 4
+    assert reason.startswith("no clear cluster structure (gap(1)=0.843 >= gap(2) - s = 0.828)")
+    assert ks.one_se_rule(curve, 9)[0] == 5  # the nearest k obtained
 
 
 def test_merge_small_dissolves_a_lone_market_into_its_nearest_segment():
@@ -75,14 +84,14 @@ def test_merge_small_dissolves_a_lone_market_into_its_nearest_segment():
 
 def test_k_changes_across_months_only_on_evidence():
     curve = curve_of({1: 0.0, 2: 0.50, 3: 0.80, 4: 0.81, 5: 0.79, 6: 0.75}, 0.03, (2, 3, 4, 5))
-    assert ks.one_se_rule(curve)[0] == 3
-    kept = ks.decide_k(curve, previous_k=4)  # gap(3) is within one s of gap(4): keep 4
+    assert ks.one_se_rule(curve, 4)[0] == 3
+    kept = ks.decide_k(curve, previous_k=4, fallback=4)  # gap(3) is within one s of gap(4): keep 4
     assert (kept.k, kept.best_k) == (4, 3)
     assert kept.reason.startswith("k kept at last month's 4")
-    changed = ks.decide_k(curve, previous_k=2)  # gap(3) - s = 0.77 > gap(2) = 0.50: real new structure
+    changed = ks.decide_k(curve, previous_k=2, fallback=4)  # gap(3) - s = 0.77 > gap(2) = 0.50: real new structure
     assert changed.k == 3
     assert changed.reason.startswith("k changed from 2 to 3")
-    assert ks.decide_k(curve, previous_k=None).k == 3
+    assert ks.decide_k(curve, previous_k=None, fallback=4).k == 3
 
 
 def test_unchanged_markets_keep_their_segment_from_last_month():

@@ -74,7 +74,9 @@ def test_steps_end_to_end(config):
     data = read_npz(checked["path"])
     assert data["latest"].shape == (12, 6, 4)
     assert data["latest"].dtype == np.float32
-    assert data["train"].shape[0] == checked["n_train_windows"] == 12 * 19  # every market had 24 months of sales
+    # every market had 24 months of sales; one market of 12 (validation_share 0.1) is held out for early stopping
+    assert data["train"].shape[0] == checked["n_train_windows"] == 11 * 19
+    assert data["valid"].shape == (checked["n_valid_windows"], 6, 4) == (19, 6, 4)
 
     model = pipeline.train_autoencoder(config, MONTH, checked["path"])
     assert model["device"] == "cpu"

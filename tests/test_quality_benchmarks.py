@@ -71,8 +71,8 @@ def test_planted_rejects_too_few_markets_and_unknown_names():
 def test_rescale_windows():
     rng = np.random.default_rng(0)
     w = rng.normal(5.0, 2.0, (6, 12, 4))
-    np.testing.assert_array_equal(planted.rescale_windows(w, "per-feature"), w)
-    demeaned = planted.rescale_windows(w, "demeaned")
+    np.testing.assert_array_equal(planted.rescale_windows(w, "levels"), w)
+    demeaned = planted.rescale_windows(w, "pipeline")
     np.testing.assert_allclose(demeaned[..., [0, 2, 3]].mean(axis=1), 0.0, atol=1e-12)
     np.testing.assert_array_equal(demeaned[..., 1], w[..., 1])  # growth is kept as is
     z = planted.rescale_windows(w, "per-series")
@@ -102,30 +102,27 @@ def _summary(out: str, methods: tuple[str, ...]) -> dict[str, tuple[float, float
     return found
 
 
-def test_planted_main_tiny_prints_every_method(capsys, tmp_path):
+def test_planted_main_tiny_prints_every_row(capsys, tmp_path):
     saved = tmp_path / "planted.txt"
-    tiny = ["--markets", "40", "--months", "18", "--seeds", "1", "--epochs", "1", "--min-steps", "5"]
-    scores = planted.main([*tiny, "--output", str(saved)])
+    tiny = ["--markets", "40", "--months", "18", "--seeds", "2", "--epochs", "1", "--min-steps", "5"]
+    scores = planted.main([*tiny, "--designs", "0", "--sizes", "0,1", "--output", str(saved)])
     out = capsys.readouterr().out
-    assert set(scores) == set(planted.METHODS)
-    summary = _summary(out, planted.METHODS)
-    for method, (mean, sd) in summary.items():
-        assert -1.0 <= mean <= 1.0
-        assert sd == 0.0  # one seed
-        assert mean == pytest.approx(scores[method][0], abs=5e-4)
-    header = "seed  hybrid  lstm-only  static-only  lstm:patterns  static:mixes  probe  pc1~size  final MSE"
-    assert header in out
-    row = re.search(rf"^0((?:\s+{FLOAT}){{8}})\s+\d+\.\d$", out, re.MULTILINE)
-    assert row, out
-    values = [float(v) for v in row.group(1).split()]
-    assert all(-1.0 <= v <= 1.0 for v in values[:5])  # ARIs
-    assert 0.0 <= values[5] <= 1.0  # probe accuracy
-    assert 0.0 <= values[6] <= 1.0  # |corr|
-    assert values[7] > 0  # final training MSE
+    labels = ["growing/declining x 2 mixes, size log-sd 0", "growing/declining x 2 mixes, size log-sd 1"]
+    assert list(scores) == labels
+    header = "setting  hybrid  lstm-only  static-only  k per seed  lstm:patterns  static:mixes  probe  pc1~size  s/seed"
+    assert re.sub(r" +", "  ", header) in re.sub(r" +", "  ", out)
+    for label in labels:
+        row = re.search(
+            rf"^{re.escape(label)}\s+({FLOAT}) ± ({FLOAT})\s+{FLOAT} ± {FLOAT}\s+{FLOAT} ± {FLOAT}\s+(\d+),(\d+)\s",
+            out,
+            re.M,
+        )
+        assert row, out
+        assert float(row.group(1)) == pytest.approx(np.mean(scores[label]), abs=5e-4)
+        assert all(2 <= int(row.group(i)) <= 10 for i in (3, 4))  # k chosen per seed
     text = saved.read_text()
     assert re.match(r"# benchmarks\.planted: .* \| nproc \d+ \| RAM [\d.]+ GiB \| CPU .* \| python 3\.", text)
     assert "torch 2." in text.splitlines()[0]
-    assert _summary(text, planted.METHODS) == summary
 
 
 def test_report_helpers():

@@ -325,7 +325,7 @@ def cluster_markets(
         else:
             sample = hybrid if pick is None else hybrid[pick]
             curve = k_curve(sample, config.k_min, config.k_max, seed, config.min_segment_share, config.min_segment_size)
-            choice = decide_k(curve, result.previous_k)
+            choice = decide_k(curve, result.previous_k, config.k_fallback)
             k, result.k_reason = choice.k, choice.reason
             result.k_curve, result.k_curve_gap, result.k_curve_gap_se = curve.silhouette, curve.gap, curve.gap_se
         result.warm_start = warm_centers is not None and k == result.previous_k

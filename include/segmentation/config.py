@@ -192,6 +192,14 @@ class ModelConfig(_Strict):
         description="Train from scratch at least this many optimizer steps, so small warehouses still train "
         "(a warm start from last month's model has no floor).",
     )
+    validation_share: float = Field(
+        0.1,
+        ge=0,
+        le=0.5,
+        description="Share of markets (at least 10 needed) whose windows are held out of training; early stopping "
+        "watches their reconstruction loss, which stops improving once the model learns only noise. 0: watch the "
+        "training loss.",
+    )
     patience: int = Field(
         8, ge=1, le=1000, description="Early stopping: rounds (epochs, or 100 steps) without improvement."
     )
@@ -236,6 +244,13 @@ class ClusterConfig(_Strict):
     )
     k_min: int = Field(2, ge=2)
     k_max: int = Field(10, ge=2, le=50)
+    k_fallback: int = Field(
+        4,
+        ge=2,
+        le=50,
+        description="k when the gap statistic finds no cluster structure (markets form a continuum): a readable "
+        "number of segments, the same for every seed, instead of a k picked from noise.",
+    )
     min_segment_share: float = Field(
         0.04,
         ge=0,

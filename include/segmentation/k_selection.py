@@ -164,14 +164,27 @@ class KChoice:
     notes: list[str] = field(default_factory=list)
 
 
-def one_se_rule(curve: KCurve) -> tuple[int, str]:
+def one_se_rule(curve: KCurve, fallback: int) -> tuple[int, str]:
     """The smallest k with ``Gap(k) >= Gap(k') - s_k'`` (Tibshirani et al. 2001), k' the next k obtained.
 
+    The rule starts at k = 1: when ``Gap(1) >= Gap(k') - s_k'`` the data show no cluster structure
+    (Tibshirani et al.'s answer would be one cluster). A business still needs segments, so then
+    ``fallback`` (``clustering.k_fallback``, or the nearest k obtained) is used and the reason says
+    the segments divide a continuum: picking the first local step of a flat, noisy curve instead
+    would give a different k for every seed (AdventureWorks 2013-12: 2, 5 and 7 for three seeds).
     When no larger k was obtained, k itself stands; when the gap still rises at the largest k, that
     k. Returns ``(k, reason)``.
     """
     ks = sorted(curve.centers)
     ahead = sorted(curve.gap)
+    first = next(j for j in ahead if j > 1)
+    if 1 in curve.gap and curve.gap[1] >= curve.gap[first] - curve.gap_se[first]:
+        k = min(ks, key=lambda j: (abs(j - fallback), j))
+        return k, (
+            f"no clear cluster structure (gap(1)={curve.gap[1]:.3f} >= gap({first}) - s = "
+            f"{curve.gap[first] - curve.gap_se[first]:.3f}): k={k} from clustering.k_fallback; the segments divide "
+            "a continuum of markets"
+        )
     for k in ks:
         nxt = next((j for j in ahead if j > k), None)
         if nxt is None:
@@ -184,7 +197,7 @@ def one_se_rule(curve: KCurve) -> tuple[int, str]:
     return ks[-1], f"gap statistic still rising at the largest k obtained, {ks[-1]}"
 
 
-def decide_k(curve: KCurve, previous_k: int | None) -> KChoice:
+def decide_k(curve: KCurve, previous_k: int | None, fallback: int) -> KChoice:
     """k for this month: the 1-SE rule's, unless last month's k is as good within the evidence.
 
     Continuity (a business reads a change of k as "the market changed"): with a previous k that is
@@ -192,8 +205,9 @@ def decide_k(curve: KCurve, previous_k: int | None) -> KChoice:
     error: to a larger k when ``Gap(k_new) - s_new > Gap(k_prev)``, to a smaller one when
     ``Gap(k_new) > Gap(k_prev) + s_prev`` (the extra segments of last month no longer separate).
     Otherwise last month's k is kept and the reason says what the rule alone would have chosen.
+    ``fallback``: see ``one_se_rule``.
     """
-    best, why = one_se_rule(curve)
+    best, why = one_se_rule(curve, fallback)
     if previous_k is None or previous_k == best:
         reason = why if previous_k is None else f"{why}; same as last month"
         return KChoice(best, reason, best, previous_k)

@@ -41,7 +41,8 @@ def run_params(defaults: SegmentationConfig) -> dict[str, Param]:
             minimum=2,
             maximum=50,
             title="Number of segments",
-            description="K-Means only (DBSCAN/HDBSCAN ignore it); empty: chosen by silhouette.",
+            description="K-Means only (DBSCAN/HDBSCAN ignore it); empty: chosen by the gap statistic, kept from "
+            "last month unless the data say otherwise.",
         ),
         "static_weight": Param(
             defaults.clustering.static_weight,
@@ -51,12 +52,21 @@ def run_params(defaults: SegmentationConfig) -> dict[str, Param]:
             title="Static weight",
             description="Share (0-1) of the static block in the hybrid features.",
         ),
-        "epochs": Param(defaults.model.epochs, type="integer", minimum=1, maximum=10_000, title="Training epochs"),
+        "epochs": Param(
+            defaults.model.epochs,
+            type="integer",
+            minimum=1,
+            maximum=10_000,
+            title="Maximum training epochs",
+            description="Training stops earlier when the loss stops improving, or at model.max_steps.",
+        ),
         "dry_run": Param(False, type="boolean", title="Dry run", description="Compute everything, write nothing."),
         "force_retrain": Param(
             False,
             type="boolean",
-            title="Force retrain",
-            description="Retrain even if this month's model exists for the same data.",
+            title="Start fresh (force retrain)",
+            description="Train from scratch (no warm start from last month's model) and choose k and segment "
+            "centres afresh, even if this month's model exists. Segments are still matched to last month's "
+            "SegmentIDs.",
         ),
     }

@@ -127,9 +127,11 @@ def check_data_quality(config: SegmentationConfig, month: pd.Period, static_path
 
     Runs every check under its configured policy and writes ``quality.json`` (per check: policy,
     count, markets, examples) and ``excluded.parquet`` (market, check, reason). Then, for the
-    eligible markets, writes ``inputs.npz``: ``train`` ``(n_windows, seq_len, 4)`` float32 (at
-    most ``model.max_train_windows``, sampled with the month's seed), ``latest``
-    ``(n_markets, seq_len, 4)`` float32, ``markets`` and the scaler fitted on ``train``.
+    eligible markets, writes ``inputs.npz`` (``sequences.model_inputs``): ``train``
+    ``(n_windows, seq_len, 4)`` float32 (at most ``model.max_train_windows``, sampled with the
+    month's seed), ``valid`` (windows of the ``model.validation_share`` of markets held out for
+    early stopping), ``latest`` ``(n_markets, seq_len, 4)`` float32, ``markets`` and the scaler
+    fitted on ``train``.
 
     Raises ``ValueError`` naming the check, the count and example markets when a ``fail`` check
     finds anything, or when too few markets remain to cluster.
@@ -179,21 +181,25 @@ def check_data_quality(config: SegmentationConfig, month: pd.Period, static_path
             f"{len(report.excluded_markets)}); clustering into {c.n_clusters or c.k_min}+ segments needs at "
             f"least {needed}. Checks that excluded markets: {sorted(set(report.excluded['check']))}"
         )
-    features, active = data["features"][eligible], data["active"][eligible]
-    train = seq.shape_windows(
-        seq.training_windows(
-            features, active, s.seq_len, s.min_active_months, config.model.max_train_windows, month_seed(config, month)
-        )
+    m = config.model
+    inputs = seq.model_inputs(
+        data["features"][eligible],
+        data["active"][eligible],
+        s.seq_len,
+        s.min_active_months,
+        m.max_train_windows,
+        m.validation_share,
+        month_seed(config, month),
     )
-    scaler = seq.FeatureScaler.fit(train)
     path = write_npz(
         folder / "inputs.npz",
-        train=scaler.transform(train),
-        latest=scaler.transform(seq.shape_windows(features[:, -s.seq_len :])),
+        train=inputs.train,
+        valid=inputs.valid,
+        latest=inputs.latest,
         markets=markets[eligible],
         features=np.array(seq.FEATURES),
-        scaler_mean=scaler.mean,
-        scaler_std=scaler.std,
+        scaler_mean=inputs.scaler.mean,
+        scaler_std=inputs.scaler.std,
     )
     _, previous_month, _ = previous_segments(config, month)
     return {
@@ -203,16 +209,18 @@ def check_data_quality(config: SegmentationConfig, month: pd.Period, static_path
         "excluded_path": excluded_path,
         "n_markets": int(eligible.sum()),
         "n_excluded": len(report.excluded_markets),
-        "n_train_windows": len(train),
+        "n_train_windows": len(inputs.train),
+        "n_valid_windows": len(inputs.valid),
         "flagged": {name: r["count"] for name, r in report.results.items() if r["count"]},
     }
 
 
-def _fingerprint(config: SegmentationConfig, train: np.ndarray, seed: int, warm_from: str = "") -> str:
+def _fingerprint(config: SegmentationConfig, windows: list[np.ndarray], seed: int, warm_from: str = "") -> str:
     h = hashlib.sha256(config.model.model_dump_json().encode())
     h.update(str(seed).encode())
     h.update(warm_from.encode())  # the fingerprint of the model this one continued from, if any
-    h.update(np.ascontiguousarray(train).tobytes())
+    for w in windows:
+        h.update(np.ascontiguousarray(w).tobytes())
     return h.hexdigest()
 
 
@@ -268,10 +276,11 @@ def train_autoencoder(
     """
     from include.segmentation.autoencoder import train_autoencoder as fit
 
-    train = read_npz(inputs_path)["train"]
+    data = read_npz(inputs_path)
+    train, valid = data["train"], data["valid"]
     seed = month_seed(config, month)
     init, init_fingerprint = (None, "") if force else _warm_start(config, previous_month)
-    fingerprint = _fingerprint(config, train, seed, init_fingerprint)
+    fingerprint = _fingerprint(config, [train, valid], seed, init_fingerprint)
     path = month_dir(config, month) / "model.pt"
     meta_path = path.with_suffix(".json")
     keys = ("final_loss", "epochs", "steps", "stop_reason", "warm_start_from", "device")
@@ -280,7 +289,7 @@ def train_autoencoder(
         if meta.get("fingerprint") == fingerprint and all(k in meta for k in keys):
             log.info("reusing the model trained for %s (same data, settings, seed and starting model)", month)
             return {"path": str(path), **{k: meta[k] for k in keys}}
-    trained = fit(train, config.model, seed=seed, init=init)
+    trained = fit(train, config.model, seed=seed, init=init, validation=valid)
     saved = trained.save(path)
     meta = {
         "fingerprint": fingerprint,
@@ -291,6 +300,7 @@ def train_autoencoder(
         "warm_start_from": previous_month if init is not None else None,
         "device": trained.device,
         "losses": trained.losses,
+        "val_losses": trained.val_losses,
     }
     write_json(meta_path, meta)
     return {"path": saved, **{k: meta[k] for k in keys}}
@@ -347,10 +357,21 @@ def previous_segments(config: SegmentationConfig, month: pd.Period) -> tuple[pd.
 
 
 def cluster_markets(
-    config: SegmentationConfig, month: pd.Period, static_path: str, embeddings_path: str, trends_path: str
+    config: SegmentationConfig,
+    month: pd.Period,
+    static_path: str,
+    embeddings_path: str,
+    trends_path: str,
+    fresh: bool = False,
 ) -> dict:
     """Cluster the hybrid features, carry last month's SegmentIDs over (``alignment.py``) and profile
     the segments (``profiles.py``).
+
+    Continuity: last month's SegmentIDs (from the warehouse) keep k unless the gap statistic says
+    otherwise and start the final K-Means (``clustering.cluster_markets``' ``previous``); ``fresh``
+    (the ``force_retrain`` Param) chooses k and centres afresh. Either way the segments are then
+    matched to last month's SegmentIDs. Market size (``market_size`` of ``avg_monthly_revenue`` in
+    ``trends.parquet``) enters with ``clustering.size_weight``.
 
     Writes ``segments.parquet`` (with ``segment_id`` and ``previous_segment_id``),
     ``profiles.parquet`` (one row per SegmentID with its description) and ``metrics.json``; returns
@@ -377,7 +398,7 @@ def cluster_markets(
         config.clustering,
         seed=month_seed(config, month),
         size=market_size(size),
-        previous=last_ids,
+        previous=None if fresh else last_ids,
     )
     if result.n_clusters == 0:
         raise ValueError(
@@ -506,17 +527,21 @@ def settings_from_context(context: dict) -> tuple[SegmentationConfig, pd.Period]
     return config, month
 
 
-def run_month(config: SegmentationConfig, month: pd.Period, run_id: str, dry_run: bool = False) -> dict:
+def run_month(
+    config: SegmentationConfig, month: pd.Period, run_id: str, dry_run: bool = False, fresh: bool = False
+) -> dict:
     """All eight steps for one month in this process, as the DAG runs them (for notebooks and tests).
+
+    ``fresh``: as the ``force_retrain`` Param (no warm start of the model, k or centres).
 
     Returns each step's result by task name. Raises what the steps raise.
     """
     static = extract_static_features(config, month)
     sequences = build_sequences(config, month)
     checked = check_data_quality(config, month, static["path"], sequences["path"])
-    model = train_autoencoder(config, month, checked["path"], previous_month=checked["previous_month"])
+    model = train_autoencoder(config, month, checked["path"], fresh, checked["previous_month"])
     embeddings = embed_markets(config, month, checked["path"], model["path"])
-    clusters = cluster_markets(config, month, static["path"], embeddings["path"], sequences["trends_path"])
+    clusters = cluster_markets(config, month, static["path"], embeddings["path"], sequences["trends_path"], fresh)
     metrics = clusters | {"final_loss": model["final_loss"], "training": training_summary(model)}
     report = build_report(config, month)
     written = write_month(config, month, clusters["path"], clusters["profiles_path"], metrics, run_id, dry_run)

@@ -231,3 +231,59 @@ def training_windows(
         pick = np.sort(np.random.default_rng(seed).choice(len(market), size=max_windows, replace=False))
         market, start = market[pick], start[pick]
     return np.ascontiguousarray(windows[market, start])
+
+
+def holdout_markets(n_markets: int, share: float, seed: int, min_markets: int = 10) -> np.ndarray:
+    """A seeded ``(n_markets,)`` boolean mask of ``round(share * n)`` markets held out for validation.
+
+    None (all False) below ``min_markets`` markets or with ``share`` 0: too few to spare. Markets,
+    not windows, are held out: a market's windows overlap by all but one month, so windows of one
+    market on both sides would let the validation loss follow the training loss.
+    """
+    held = np.zeros(n_markets, dtype=bool)
+    n_held = int(round(share * n_markets))
+    if n_markets >= min_markets and n_held >= 1:
+        held[np.random.default_rng(seed).choice(n_markets, size=n_held, replace=False)] = True
+    return held
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What the autoencoder trains on and embeds, scaled: float32 arrays of ``(n, seq_len, n_features)``."""
+
+    train: np.ndarray  # training windows of the markets not held out
+    valid: np.ndarray  # windows of the held-out markets, for early stopping (may be empty)
+    latest: np.ndarray  # (n_markets, seq_len, n_features): each market's window ending at the run's month
+    scaler: FeatureScaler
+
+
+def model_inputs(
+    features: np.ndarray,
+    active: np.ndarray,
+    seq_len: int,
+    min_active_months: int,
+    max_windows: int | None,
+    validation_share: float,
+    seed: int,
+) -> ModelInputs:
+    """Level-free, scaled windows for training, validation and embedding, as the pipeline makes them.
+
+    ``features`` ``(n_markets, n_months, n_features)`` from ``sequence_features``; ``active``
+    ``(n_markets, n_months)`` months with sales. Training windows (``training_windows``, at most
+    ``max_windows``) come from the markets not held out (``holdout_markets``, ``validation_share``);
+    validation windows from the held-out ones (at most 4,096); every market's latest window is
+    embedded. All go through ``shape_windows``, then a ``FeatureScaler`` fitted on the training
+    windows. Raises ``ValueError`` as ``training_windows`` does.
+    """
+    held = holdout_markets(len(features), validation_share, seed)
+    train = shape_windows(
+        training_windows(features[~held], active[~held], seq_len, min_active_months, max_windows, seed)
+    )
+    valid = shape_windows(training_windows(features[held], active[held], seq_len, min_active_months, 4096, seed))
+    scaler = FeatureScaler.fit(train)
+    return ModelInputs(
+        train=scaler.transform(train),
+        valid=scaler.transform(valid),
+        latest=scaler.transform(shape_windows(features[:, -seq_len:])),
+        scaler=scaler,
+    )
