@@ -152,14 +152,20 @@ def scale(x: np.ndarray, how: str) -> np.ndarray:
 
 
 def lstm_labels(x: np.ndarray, k: int, seed: int, model: object) -> np.ndarray:
-    """Train the autoencoder on scaled ``(n, length, channels)`` series, embed, K-Means at ``k`` -> ``(n,)``."""
+    """Train the autoencoder on scaled ``(n, length, channels)`` series, embed, K-Means at ``k`` -> ``(n,)``.
+
+    As the pipeline trains: ``model.validation_share`` of the series held out for early stopping
+    (``sequences.holdout_markets``), every series embedded.
+    """
     from sklearn.cluster import KMeans
 
     from benchmarks.planted import embed_single_thread
     from include.segmentation.autoencoder import train_autoencoder
     from include.segmentation.clustering import standardize
+    from include.segmentation.sequences import holdout_markets
 
-    z = embed_single_thread(train_autoencoder(x, model, seed=seed), x)
+    held = holdout_markets(len(x), model.validation_share, seed)
+    z = embed_single_thread(train_autoencoder(x[~held], model, seed=seed, validation=x[held]), x)
     return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(standardize(z))
 
 

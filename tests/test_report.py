@@ -218,8 +218,17 @@ def test_render_report_with_noise_moves_and_no_k_curve():
             "stability": 0.6,
             "previous_month": "2013-12",
             "k_curve": {},
+            "k_reason": "k kept at last month's 3: the 1-SE rule prefers 4, but gap(4)=0.812 is within one standard "
+            "error of gap(3)=0.801",
         },
-        model={"losses": [0.9, 0.5], "final_loss": 0.5, "device": "cuda"},
+        model={
+            "losses": [0.9, 0.5],
+            "final_loss": 0.5,
+            "device": "cuda",
+            "stop_reason": "max_steps",
+            "steps": 3000,
+            "warm_start_from": "2013-12",
+        },
         excluded=pd.DataFrame({"market_key": ["Z"], "reason": ["sales in 1 of the last 12 months (< 3)"]}),
     )
     page = report.render_report(run, "lstm_hybrid_v2.0_20140131", static_weight=0.3)
@@ -237,3 +246,8 @@ def test_render_report_with_noise_moves_and_no_k_curve():
     assert '<table id="excluded-markets">' in page
     assert "<dt>static weight</dt><dd>0.30</dd>" in page
     assert "<dt>trained on</dt><dd>cuda</dd>" in page
+    assert "<dt>why this k</dt><dd>k kept at last month&#39;s 3: the 1-SE rule prefers 4" in page
+    assert (
+        "<dt>training</dt><dd>WARNING: stopped at its budget (max_steps) after 3,000 steps, warm start from 2013-12 "
+        "before the loss settled" in page
+    )

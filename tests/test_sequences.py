@@ -175,3 +175,35 @@ def test_sequence_features_are_unchanged_by_the_in_place_build():
         [log[..., 0], np.diff(log[..., 0], axis=1, prepend=log[:, :1, 0]), log[..., 3], log[..., 1]], axis=-1
     )
     np.testing.assert_array_equal(seq.sequence_features(grid), expected)
+
+
+def test_shape_windows_make_the_temporal_block_blind_to_market_size():
+    """A market 100x larger with the same movements gives the same model inputs, hence the same embedding."""
+    months = 30
+    t = np.arange(months)
+    base = 100_000.0 * np.exp(0.03 * t) * (1 + 0.3 * np.sin(2 * np.pi * t / 12))
+    grid = np.zeros((3, months, 4))
+    for i, factor in enumerate((1.0, 100.0, 1.0)):
+        revenue = base * factor if i < 2 else base[::-1]  # the third market declines instead
+        grid[i] = np.column_stack([revenue, revenue / 10, revenue / 20, revenue / 40])
+    features = seq.sequence_features(grid)
+    # before: the log levels differ by log(100) in every month
+    assert features[1, -1, 0] - features[0, -1, 0] == pytest.approx(np.log(100), rel=1e-3)
+    shaped = seq.shape_windows(features[:, -12:])
+    np.testing.assert_allclose(shaped[0], shaped[1], atol=2e-3)  # log1p's +1 is all that is left
+    assert np.abs(shaped[0] - shaped[2]).max() > 0.3  # a different shape stays different
+    np.testing.assert_allclose(shaped[..., [0, 2, 3]].mean(axis=-2), 0.0, atol=1e-12)
+    np.testing.assert_array_equal(shaped[..., 1], features[:, -12:, 1])  # growth is level-free already
+    inputs = seq.model_inputs(features, grid[..., 2] > 0, 12, 3, None, 0.0, seed=0)
+    np.testing.assert_allclose(inputs.latest[0], inputs.latest[1], atol=1e-2)
+    assert inputs.valid.shape == (0, 12, 4)  # 3 markets: too few to hold any out
+    with pytest.raises(ValueError, match="windows must end in"):
+        seq.shape_windows(features[..., :3])
+
+
+def test_holdout_markets_are_seeded_and_need_enough_markets():
+    held = seq.holdout_markets(40, 0.1, seed=3)
+    assert held.sum() == 4
+    np.testing.assert_array_equal(held, seq.holdout_markets(40, 0.1, seed=3))
+    assert not seq.holdout_markets(9, 0.1, seed=3).any()
+    assert not seq.holdout_markets(40, 0.0, seed=3).any()

@@ -23,7 +23,7 @@ scikit-learn is imported inside functions so the DAG file can import this packag
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -155,13 +155,12 @@ def k_curve(x: np.ndarray, k_min: int, k_max: int, seed: int, share: float, floo
 
 @dataclass
 class KChoice:
-    """The chosen k, why, and whether last month's segments seed the final K-Means."""
+    """The chosen k and why (``decide_k``)."""
 
     k: int
     reason: str
     best_k: int  # what the 1-SE rule alone chose (before continuity)
     previous_k: int | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def one_se_rule(curve: KCurve, fallback: int) -> tuple[int, str]:
