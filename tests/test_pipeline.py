@@ -110,8 +110,19 @@ def test_steps_end_to_end(config):
     assert clusters["stability"] is None
 
     # the month after: SegmentIDs continue December's wherever clusters share markets
-    clusters2 = pipeline.run_month(config, MONTH + 1, run_id="run-2")["cluster_markets"]
+    january = pipeline.run_month(config, MONTH + 1, run_id="run-2")
+    clusters2 = january["cluster_markets"]
     assert clusters2["previous_month"] == "2013-12"
+    # continuity: the encoder continued from December's model, k and centres from December's segments
+    assert january["check_data_quality"]["previous_month"] == "2013-12"
+    assert january["train_autoencoder"]["warm_start_from"] == "2013-12"
+    assert read_json(pipeline.month_dir(config, MONTH + 1) / "model.json")["warm_start_from"] == "2013-12"
+    assert clusters2["previous_k"] == clusters["n_clusters"]
+    assert clusters2["warm_start"] == (clusters2["n_clusters"] == clusters["n_clusters"])
+    assert clusters2["k_reason"]
+    run = _run_record(config, "run-2")
+    assert run["K_REASON"] == clusters2["k_reason"]
+    assert run["TRAINING"].endswith("warm start from 2013-12")
     jan = read_parquet(clusters2["path"]).set_index("market_key")
     dec = read_parquet(clusters["path"]).set_index("market_key")
     shared = jan.index.intersection(dec.index)
@@ -123,6 +134,20 @@ def test_steps_end_to_end(config):
     )
     # ids of December's segments that continue are reused; any other id is new (above December's maximum)
     assert set(jan["segment_id"]) - set(dec["segment_id"]) <= set(range(int(dec["segment_id"].max()) + 1, 60))
+    # force_retrain: start fresh (a dry run; it shares the month's artifact folder, so it runs last)
+    fresh = pipeline.run_month(config, MONTH + 1, run_id="run-3", dry_run=True, fresh=True)
+    assert fresh["train_autoencoder"]["warm_start_from"] is None
+    assert fresh["cluster_markets"]["previous_k"] is None  # k and centres chosen afresh
+    assert fresh["cluster_markets"]["previous_month"] == "2013-12"  # ids still matched to December's
+
+
+def _run_record(config, run_id):
+    from include.segmentation.warehouse import connect, query_frame
+
+    with connect(config.warehouse) as conn:
+        frame = query_frame(conn, "SELECT * FROM SEGMENTATION_RUN WHERE RUN_ID = %(run_id)s", {"run_id": run_id})
+    frame.columns = [c.upper() for c in frame.columns]
+    return frame.iloc[0]
 
 
 def _segment_table_rows(config, table="MARKET_SEGMENT"):
