@@ -139,47 +139,42 @@ def silhouette(x: np.ndarray, labels: np.ndarray, seed: int) -> float:
 
 
 def _kmeans_model(x: np.ndarray, k: int, seed: int):
-    from sklearn.cluster import KMeans
+    from include.segmentation.k_selection import kmeans
 
-    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit(x)
+    return kmeans(x, k, seed)
 
 
 def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return _kmeans_model(x, k, seed).labels_
 
 
-def _final_kmeans(
-    x: np.ndarray,
-    k: int,
-    seed: int,
-    config: ClusterConfig,
-    pick: np.ndarray | None,
-    centers: np.ndarray | None,
-    warm: bool = False,
-) -> np.ndarray:
-    """Labels of the final K-Means on all markets.
+#: A warm start from last month's segments is kept while its within-segment sum of squares is at most
+#: this much (relative) above a fresh K-Means': continuity is worth a little spread, not a bad optimum.
+WARM_TOLERANCE = 0.05
 
-    ``warm``: Lloyd's iterations start from ``centers`` alone (one init): last month's segments
-    mapped into this month's space, so markets that behave as before stay together, or the
-    centroids of the k chosen on a sample.
-    Otherwise, at or below ``minibatch_threshold``: K-Means with 10 inits on all points (as every
-    earlier release); above it, MiniBatchKMeans started from the sample's centroids.
-    """
+
+def _fit_from(x: np.ndarray, k: int, seed: int, config: ClusterConfig, centers: np.ndarray) -> np.ndarray:
+    # Lloyd's iterations from `centers` alone (one init); MiniBatchKMeans above the threshold.
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
-    large = len(x) > config.minibatch_threshold
-    if warm:
-        if large:
-            model = MiniBatchKMeans(n_clusters=k, init=centers, n_init=1, batch_size=MINIBATCH_SIZE, random_state=seed)
-        else:
-            model = KMeans(n_clusters=k, init=centers, n_init=1, random_state=seed)
-        return model.fit(x).labels_
-    if not large:
-        return _kmeans(x, k, seed)
-    if centers is None:  # k was given: the sample's K-Means centroids start the mini-batches
-        centers = _kmeans_model(x if pick is None else x[pick], k, seed).cluster_centers_
-    model = MiniBatchKMeans(n_clusters=k, init=centers, n_init=1, batch_size=MINIBATCH_SIZE, random_state=seed)
+    if len(x) > config.minibatch_threshold:
+        model = MiniBatchKMeans(n_clusters=k, init=centers, n_init=1, batch_size=MINIBATCH_SIZE, random_state=seed)
+    else:
+        model = KMeans(n_clusters=k, init=centers, n_init=1, random_state=seed)
     return model.fit(x).labels_
+
+
+def _fresh_kmeans(x: np.ndarray, k: int, seed: int, config: ClusterConfig, pick: np.ndarray | None) -> np.ndarray:
+    """Labels of a K-Means at a given k on all markets: 10 inits at or below ``minibatch_threshold``
+    (as every earlier release); above it, MiniBatchKMeans started from the sample's centroids."""
+    if len(x) <= config.minibatch_threshold:
+        return _kmeans(x, k, seed)
+    return _fit_from(x, k, seed, config, _kmeans_model(x if pick is None else x[pick], k, seed).cluster_centers_)
+
+
+def _spread(x: np.ndarray, labels: np.ndarray) -> float:
+    # Within-segment sum of squares of `labels` 0..k-1 on `x`.
+    return float(((x - _centroids(x, labels)[labels]) ** 2).sum())
 
 
 def _centroids(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -190,18 +185,22 @@ def _centroids(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return sums / counts[:, None]
 
 
-def previous_centers(x: np.ndarray, previous: np.ndarray | None) -> tuple[np.ndarray | None, int | None]:
+def previous_centers(
+    x: np.ndarray, previous: np.ndarray | None, smallest: int = 1
+) -> tuple[np.ndarray | None, int | None]:
     """Last month's segments in this month's feature space: ``((k_prev, d) centroids, k_prev)``.
 
     ``x`` is ``(n, d)`` hybrid features; ``previous`` ``(n,)`` each market's SegmentID last month
     (< 1: none, e.g. a new market). The centroid of a previous segment is the mean of its markets'
-    features now, which maps the segment into this month's space whatever the encoder did. ``(None,
-    None)`` without a previous month or when fewer than 2 of its segments have markets this month.
+    features now, which maps the segment into this month's space whatever the encoder did. Segments
+    with fewer than ``smallest`` markets left this month are not counted. ``(None, None)`` without a
+    previous month or when fewer than 2 such segments remain.
     """
     if previous is None:
         return None, None
     previous = np.asarray(previous)
-    ids = np.unique(previous[previous >= 1])
+    ids, counts = np.unique(previous[previous >= 1], return_counts=True)
+    ids = ids[counts >= smallest]
     if len(ids) < 2:
         return None, None
     return np.stack([x[previous == i].mean(axis=0) for i in ids]), len(ids)
@@ -314,27 +313,37 @@ def cluster_markets(
     )
     pick = sample_rows(n, config.selection_sample, seed)  # None: every market takes part
     if config.algorithm == "kmeans":
-        warm_centers, result.previous_k = previous_centers(hybrid, previous)
         smallest = min_size(n, config.min_segment_share, config.min_segment_size)
+        warm_centers, result.previous_k = previous_centers(hybrid, previous, smallest)
         curve = None
         if config.n_clusters is not None:
             if not 2 <= config.n_clusters <= n - 1:
                 raise ValueError(f"n_clusters={config.n_clusters} is invalid for {n} markets (need 2 <= k <= n - 1)")
             k, result.k_reason = config.n_clusters, f"set by n_clusters={config.n_clusters}"
             smallest = 1  # a k the user asked for is kept, whatever the segment sizes
+            raw = _fresh_kmeans(hybrid, k, seed, config, pick)
         else:
             sample = hybrid if pick is None else hybrid[pick]
             curve = k_curve(sample, config.k_min, config.k_max, seed, config.min_segment_share, config.min_segment_size)
             choice = decide_k(curve, result.previous_k, config.k_fallback)
             k, result.k_reason = choice.k, choice.reason
             result.k_curve, result.k_curve_gap, result.k_curve_gap_se = curve.silhouette, curve.gap, curve.gap_se
-        result.warm_start = warm_centers is not None and k == result.previous_k
-        if curve is not None and pick is None and not result.warm_start:
-            raw = curve.labels[k]  # the selection ran on every market: its solution is the final one
-        else:
-            start = warm_centers if result.warm_start else (curve.centers[k] if curve is not None else None)
-            raw = _final_kmeans(hybrid, k, seed, config, pick, start, warm=start is not None)
+            # the selection ran on every market: its solution is the fresh one
+            raw = curve.labels[k] if pick is None else _fit_from(hybrid, k, seed, config, curve.centers[k])
+        if warm_centers is not None and k == result.previous_k:
+            warm = _fit_from(hybrid, k, seed, config, warm_centers)
+            counts = np.bincount(warm, minlength=k)
+            excess = _spread(hybrid, warm) / max(_spread(hybrid, raw), 1e-300) - 1.0
+            if counts.min() >= smallest and excess <= WARM_TOLERANCE:
+                raw, result.warm_start = warm, True
+            else:
+                result.k_reason += (
+                    f"; last month's segments no longer fit (started from them, K-Means ends {excess:+.0%} in "
+                    f"within-segment spread, smallest segment {counts.min()} markets): fresh centres used"
+                )
+        if np.bincount(raw).min() < smallest:
             raw, _, _ = merge_small(hybrid, raw, _centroids(hybrid, raw), smallest, seed)
+            result.k_reason += f"; segments under {smallest} markets merged into their neighbours"
     elif config.algorithm == "dbscan":
         result.eps = config.dbscan_eps or kdistance_eps(hybrid, config.min_samples)
         raw = DBSCAN(eps=result.eps, min_samples=config.min_samples).fit_predict(hybrid)

@@ -36,7 +36,8 @@ def min_size(n: int, share: float, floor: int) -> int:
     return max(floor, math.ceil(share * n))
 
 
-def _kmeans(x: np.ndarray, k: int, seed: int, n_init: int):
+def kmeans(x: np.ndarray, k: int, seed: int, n_init: int = 10):
+    """A fitted scikit-learn ``KMeans`` (k-means++ inits, the best of ``n_init``) on ``(n, d)`` ``x``."""
     from sklearn.cluster import KMeans
 
     return KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(x)
@@ -65,7 +66,7 @@ def gap_statistic(
             if k == 1:
                 w = float(((reference - reference.mean(axis=0)) ** 2).sum())
             else:
-                w = float(_kmeans(reference, k, seed, 3).inertia_)
+                w = float(kmeans(reference, k, seed, 3).inertia_)
             ref_log_w[k].append(math.log(max(w, 1e-300)))
     gap = {k: float(np.mean(ref_log_w[k]) - math.log(max(inertia[k], 1e-300))) for k in inertia}
     se = {k: float(np.std(ref_log_w[k]) * math.sqrt(1 + 1 / n_references)) for k in inertia}
@@ -130,7 +131,7 @@ def k_curve(x: np.ndarray, k_min: int, k_max: int, seed: int, share: float, floo
     smallest_allowed = min_size(len(x), share, floor)
     labels, centers, inertia = {}, {}, {1: float(((x - x.mean(axis=0)) ** 2).sum())}
     for k in range(max(k_min, 2), min(upper + 1, len(x) - 1) + 1):
-        model = _kmeans(x, k, seed, 10)
+        model = kmeans(x, k, seed)
         lab, cen, w = merge_small(x, model.labels_, model.cluster_centers_, smallest_allowed, seed)
         got = len(cen)
         if got >= 2 and (got not in inertia or w < inertia[got]):

@@ -239,7 +239,7 @@ def _warm_start(config: SegmentationConfig, previous_month: str | None):
     try:
         meta = read_json(folder / "model.json")
         previous = TrainedAutoencoder.load(folder / "model.pt")
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
+    except Exception as err:  # noqa: BLE001 - any unreadable model (truncated, garbage, old format): start fresh
         log.warning(
             "no warm start from %s (its model could not be read: %s); training from scratch", previous_month, err
         )
