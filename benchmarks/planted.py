@@ -219,10 +219,8 @@ def embed_latest(
     else:  # the same hold-out and scaler, another window transform
         held = seq.holdout_markets(len(features), model.validation_share, seed)
         train, valid = (
-            rescale_windows(
-                seq.training_windows(features[rows], active[rows], seq_len, 3, 4096 if v else None), scaling
-            )
-            for v, rows in ((False, ~held), (True, held))
+            rescale_windows(seq.training_windows(features, active, seq_len, 3, cap, seed, rows), scaling)
+            for cap, rows in ((None, ~held), (4096, held))
         )
         scaler = seq.FeatureScaler.fit(train)
         train, valid = scaler.transform(train), scaler.transform(valid)

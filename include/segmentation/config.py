@@ -282,7 +282,8 @@ class ClusterConfig(_Strict):
         100_000,
         ge=1_000,
         description="Above this many markets the final K-Means is MiniBatchKMeans over all markets, started from the "
-        "sample's K-Means centroids (cost linear in markets); at or below it, KMeans with 10 inits on all markets.",
+        "sample's K-Means centroids (cost linear in markets); at or below it, KMeans on all markets (the k curve's own "
+        "solution when k was chosen on all of them).",
     )
     density_max_markets: int = Field(
         50_000,
@@ -395,7 +396,7 @@ class SegmentationConfig(_Strict):
         """Return a copy with run-level overrides (Airflow Params) applied and re-validated.
 
         Accepted keys: ``seq_len``, ``epochs``, ``algorithm``, ``n_clusters``, ``static_weight``.
-        Values are applied as given (``n_clusters=None`` means "choose k by silhouette"). Raises
+        Values are applied as given (``n_clusters=None`` means "choose k": ``k_selection``). Raises
         ``KeyError`` for an unknown key and ``pydantic.ValidationError`` naming the bad parameter.
         """
         data = self.model_dump(by_alias=True)

@@ -61,7 +61,7 @@ class RunArtifacts:
     ``segments``: one row per market (``market_key``, ``STATIC_FEATURES``, names, ``segment_id``
     with -1 for unassigned, ``previous_segment_id`` NaN when none); ``embeddings``: ``market_key``,
     ``e0..e{d-1}``; ``profiles``: one row per SegmentID (see ``profiles.segment_profiles``);
-    ``metrics``: ``metrics.json``; ``model``: ``model.json`` (``losses`` per epoch, ``device``);
+    ``metrics``: ``metrics.json``; ``model``: ``model.json`` (``losses`` per round, ``device``, how training stopped);
     ``excluded``: ``market_key``, ``reason`` (empty when the file is absent).
     """
 
@@ -400,7 +400,8 @@ def _training_fact(model: Mapping) -> str:
 
     text = training_summary(model)
     if model["stop_reason"] != "converged":
-        text = "WARNING: " + text + " before the loss settled; raise model.max_steps for a better-converged encoder"
+        knob = "model.max_steps" if model["stop_reason"] == "max_steps" else "model.epochs"
+        text = f"WARNING: {text} before the loss settled; raise {knob} for a better-converged encoder"
     return text
 
 

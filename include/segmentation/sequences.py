@@ -213,6 +213,7 @@ def training_windows(
     min_active_months: int,
     max_windows: int | None = None,
     seed: int = 0,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Windows to train on: windows with at least ``min_active_months`` months of sales.
 
@@ -220,13 +221,17 @@ def training_windows(
     ``(n_markets, n_months)`` mask of months with sales. Windows from before a market opened (all
     zeros) are dropped so the model does not learn mostly silence. With ``max_windows``, a uniform
     random sample (seeded) of that many eligible windows is drawn before any window is copied, so
-    memory and training cost stay bounded however many markets there are. Returns
+    memory and training cost stay bounded however many markets there are. ``rows``: a boolean
+    ``(n_markets,)`` mask of the markets to take windows from (default all; no copy of the others). Returns
     ``(n_windows, seq_len, n_features)`` in market, then time order (a copy).
     """
     windows = sliding_windows(features, seq_len)
     counts = np.cumsum(np.pad(active.astype(np.int32), ((0, 0), (1, 0))), axis=1)
     active_count = counts[:, seq_len:] - counts[:, :-seq_len]  # (n_markets, n_windows)
-    market, start = np.nonzero(active_count >= min_active_months)
+    eligible = active_count >= min_active_months
+    if rows is not None:
+        eligible &= np.asarray(rows, dtype=bool)[:, None]
+    market, start = np.nonzero(eligible)
     if max_windows is not None and len(market) > max_windows:
         pick = np.sort(np.random.default_rng(seed).choice(len(market), size=max_windows, replace=False))
         market, start = market[pick], start[pick]
@@ -276,10 +281,8 @@ def model_inputs(
     windows. Raises ``ValueError`` as ``training_windows`` does.
     """
     held = holdout_markets(len(features), validation_share, seed)
-    train = shape_windows(
-        training_windows(features[~held], active[~held], seq_len, min_active_months, max_windows, seed)
-    )
-    valid = shape_windows(training_windows(features[held], active[held], seq_len, min_active_months, 4096, seed))
+    train = shape_windows(training_windows(features, active, seq_len, min_active_months, max_windows, seed, ~held))
+    valid = shape_windows(training_windows(features, active, seq_len, min_active_months, 4096, seed, held))
     scaler = FeatureScaler.fit(train)
     return ModelInputs(
         train=scaler.transform(train),
