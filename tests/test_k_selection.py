@@ -72,6 +72,10 @@ def test_a_flat_curve_means_no_structure_and_takes_the_fallback_k():
     assert k == 4
     assert reason.startswith("no clear cluster structure (gap(1)=0.843 >= gap(2) - s = 0.828)")
     assert ks.one_se_rule(curve, 9)[0] == 5  # the nearest k obtained
+    # month to month on such a continuum the gap rises with k: last month's k stays
+    kept = ks.decide_k(curve, previous_k=3, fallback=4)
+    assert (kept.k, kept.best_k) == (3, 4)
+    assert kept.reason.startswith("k kept at last month's 3: no clear cluster structure")
 
 
 def test_merge_small_dissolves_a_lone_market_into_its_nearest_segment():

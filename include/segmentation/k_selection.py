@@ -27,6 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: How ``one_se_rule``'s reason starts when the gap statistic finds no cluster structure.
+NO_STRUCTURE = "no clear cluster structure"
+
 #: The gap's reference data: this many uniform draws in the data's principal-axis box.
 GAP_REFERENCES = 8
 
@@ -181,7 +184,7 @@ def one_se_rule(curve: KCurve, fallback: int) -> tuple[int, str]:
     if 1 in curve.gap and curve.gap[1] >= curve.gap[first] - curve.gap_se[first]:
         k = min(ks, key=lambda j: (abs(j - fallback), j))
         return k, (
-            f"no clear cluster structure (gap(1)={curve.gap[1]:.3f} >= gap({first}) - s = "
+            f"{NO_STRUCTURE} (gap(1)={curve.gap[1]:.3f} >= gap({first}) - s = "
             f"{curve.gap[first] - curve.gap_se[first]:.3f}): k={k} from clustering.k_fallback; the segments divide "
             "a continuum of markets"
         )
@@ -205,7 +208,8 @@ def decide_k(curve: KCurve, previous_k: int | None, fallback: int) -> KChoice:
     error: to a larger k when ``Gap(k_new) - s_new > Gap(k_prev)``, to a smaller one when
     ``Gap(k_new) > Gap(k_prev) + s_prev`` (the extra segments of last month no longer separate).
     Otherwise last month's k is kept and the reason says what the rule alone would have chosen.
-    ``fallback``: see ``one_se_rule``.
+    When the data show no cluster structure (``one_se_rule`` falls back), last month's k is kept:
+    the gap then rises with every k and says nothing about a change. ``fallback``: see ``one_se_rule``.
     """
     best, why = one_se_rule(curve, fallback)
     if previous_k is None or previous_k == best:
@@ -215,6 +219,9 @@ def decide_k(curve: KCurve, previous_k: int | None, fallback: int) -> KChoice:
         return KChoice(
             best, f"k changed from {previous_k}: k={previous_k} is not admissible this month; {why}", best, previous_k
         )
+    if why.startswith(NO_STRUCTURE):
+        # On a continuum the gap rises with every k: a "better" k is no evidence of a change.
+        return KChoice(previous_k, f"k kept at last month's {previous_k}: {why}", best, previous_k)
     g_new, s_new = curve.gap[best], curve.gap_se[best]
     g_prev, s_prev = curve.gap[previous_k], curve.gap_se[previous_k]
     if (best > previous_k and g_new - s_new > g_prev) or (best < previous_k and g_new > g_prev + s_prev):
