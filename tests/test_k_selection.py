@@ -92,7 +92,7 @@ def test_k_changes_across_months_only_on_evidence():
     kept = ks.decide_k(curve, previous_k=4, fallback=4)  # gap(3) is within one s of gap(4): keep 4
     assert (kept.k, kept.best_k) == (4, 3)
     assert kept.reason.startswith("k kept at last month's 4")
-    changed = ks.decide_k(curve, previous_k=2, fallback=4)  # gap(3) - s = 0.77 > gap(2) = 0.50: real new structure
+    changed = ks.decide_k(curve, previous_k=2, fallback=4)  # gap(3) - 2s = 0.74 > gap(2) = 0.50: new structure
     assert changed.k == 3
     assert changed.reason.startswith("k changed from 2 to 3")
     assert ks.decide_k(curve, previous_k=None, fallback=4).k == 3
