@@ -169,7 +169,7 @@ def _thin(
     order = np.argsort(markets[thin], kind="stable")[:N_EXAMPLES]  # the examples the message quotes
 
     def number(value: float, unit: str) -> str:
-        return f"? {unit}s" if np.isnan(value) else f"{value:,.0f} {unit}{'' if value == 1 else 's'}"
+        return f"{unit}s unknown" if np.isnan(value) else f"{value:,.0f} {unit}{'' if value == 1 else 's'}"
 
     examples = "; ".join(
         f"{str(m)!r} {number(n, 'line')}, {number(c, 'customer')}"
