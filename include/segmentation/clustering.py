@@ -326,6 +326,7 @@ def cluster_markets(
             sample = hybrid if pick is None else hybrid[pick]
             curve = k_curve(sample, config.k_min, config.k_max, seed, config.min_segment_share, config.min_segment_size)
             choice = decide_k(curve, result.previous_k, config.k_fallback)
+            smallest = 1 if curve.relaxed else smallest
             k, result.k_reason = choice.k, choice.reason
             result.k_curve, result.k_curve_gap, result.k_curve_gap_se = curve.silhouette, curve.gap, curve.gap_se
             # the selection ran on every market: its solution is the fresh one

@@ -120,6 +120,7 @@ class KCurve:
     gap: dict[int, float]  # also k = 1, and the look-ahead past k_max (the 1-SE rule needs it)
     gap_se: dict[int, float]
     min_size: int  # markets a segment needs (on this sample)
+    relaxed: bool = False  # no k met the minimum size (a handful of markets): it was not applied
 
 
 def k_curve(x: np.ndarray, k_min: int, k_max: int, seed: int, share: float, floor: int) -> KCurve:
@@ -128,8 +129,9 @@ def k_curve(x: np.ndarray, k_min: int, k_max: int, seed: int, share: float, floo
     ``x`` is ``(n, d)`` hybrid features; ``share``/``floor``: ``min_size``. For each number of
     segments obtained, the solution with the least within-cluster dispersion is kept, with its
     silhouette (Rousseeuw 1987, for the report) and the gap statistic with its standard error.
-    Raises ``ValueError`` when no k in the range is possible (``2 <= k <= n - 1``) or when every
-    solution collapses to one segment under the minimum size.
+    When every solution collapses to one segment under the minimum size (a handful of markets), the
+    plain K-Means solutions are kept and ``relaxed`` says so. Raises ``ValueError`` when no k in
+    the range is possible (``2 <= k <= n - 1``).
     """
     from include.segmentation.clustering import silhouette
 
@@ -144,11 +146,11 @@ def k_curve(x: np.ndarray, k_min: int, k_max: int, seed: int, share: float, floo
         got = len(cen)
         if got >= 2 and (got not in inertia or w < inertia[got]):
             labels[got], centers[got], inertia[got] = lab, cen, w
-    if not centers:
-        raise ValueError(
-            f"every clustering of the {len(x)} markets has a segment under {smallest_allowed} markets "
-            "(clustering.min_segment_share / min_segment_size): lower them or set n_clusters"
-        )
+    relaxed = not centers
+    if relaxed:  # a handful of markets: no k keeps every segment at the minimum size, so none is applied
+        for k in range(max(k_min, 2), min(upper + 1, len(x) - 1) + 1):
+            model = kmeans(x, k, seed)
+            labels[k], centers[k], inertia[k] = model.labels_, model.cluster_centers_, float(model.inertia_)
     gap, se = gap_statistic(x, inertia, seed)
     chosen = [k for k in centers if k <= upper]
     return KCurve(
@@ -158,7 +160,8 @@ def k_curve(x: np.ndarray, k_min: int, k_max: int, seed: int, share: float, floo
         silhouette={k: silhouette(x, labels[k], seed) for k in chosen},
         gap=gap,
         gap_se=se,
-        min_size=smallest_allowed,
+        min_size=1 if relaxed else smallest_allowed,
+        relaxed=relaxed,
     )
 
 
@@ -217,6 +220,8 @@ def decide_k(curve: KCurve, previous_k: int | None, fallback: int) -> KChoice:
     the gap then rises with every k and says nothing about a change. ``fallback``: see ``one_se_rule``.
     """
     best, why = one_se_rule(curve, fallback)
+    if curve.relaxed:
+        why += "; no k keeps every segment at the minimum size for so few markets, so none is applied"
     if previous_k is None or previous_k == best:
         reason = why if previous_k is None else f"{why}; same as last month"
         return KChoice(best, reason, best, previous_k)
