@@ -229,7 +229,9 @@ def test_render_report_with_noise_moves_and_no_k_curve():
             "steps": 3000,
             "warm_start_from": "2013-12",
         },
-        excluded=pd.DataFrame({"market_key": ["Z"], "reason": ["sales in 1 of the last 12 months (< 3)"]}),
+        excluded=pd.DataFrame(
+            {"market_key": ["Z", "Z"], "reason": ["sales in 1 of the last 12 months (< 3)", "2 order lines (< 10)"]}
+        ),
     )
     page = report.render_report(run, "lstm_hybrid_v2.0_20140131", static_weight=0.3)
     assert "<img src=x" not in page
@@ -245,6 +247,7 @@ def test_render_report_with_noise_moves_and_no_k_curve():
     assert "3 market(s) changed segment since 2013-12; 1 market(s) had no SegmentID then (new, or unassigned)" in page
     assert '<table id="excluded-markets">' in page
     assert "<dt>static weight</dt><dd>0.30</dd>" in page
+    assert "<dt>markets excluded</dt><dd>1</dd>" in page  # one market, excluded by two checks
     assert "<dt>trained on</dt><dd>cuda</dd>" in page
     assert "<dt>why this k</dt><dd>k kept at last month&#39;s 3: the 1-SE rule prefers 4" in page
     assert (

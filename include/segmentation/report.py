@@ -437,7 +437,7 @@ def render_report(run: RunArtifacts, model_version: str, static_weight: float) -
         ("k (segments)", str(k)),
         ("why this k", str(metrics.get("k_reason") or "n/a")),
         ("markets segmented", str(len(run.segments))),
-        ("markets excluded", str(len(run.excluded))),
+        ("markets excluded", str(run.excluded["market_key"].nunique() if len(run.excluded) else 0)),
         ("unassigned share", _fmt(metrics.get("noise_fraction"), ".1%")),
         ("silhouette hybrid", _fmt(metrics.get("silhouette_hybrid"))),
         ("silhouette LSTM-only", _fmt(metrics.get("silhouette_lstm"))),
