@@ -3,18 +3,18 @@
     .venv/bin/python -m benchmarks.stability                     # 2013-07..2013-12, 3 seeds
     .venv/bin/python -m benchmarks.stability --source synthetic --months 2013-11,2013-12 --seeds 2 --min-steps 5
 
-Runs the real pipeline (``pipeline.run_month``, dry run: nothing is written back) month by month on
-the embedded warehouse (fakesnow, in-process, its files in a temporary folder), once per
-``config.seed`` (the per-month seed is ``pipeline.month_seed``), with every artifact in the same
-temporary folder. Compares the ``segment_id`` of ``segments.parquet`` by adjusted Rand index (ARI)
-on the markets two runs share:
+Runs the real pipeline (``pipeline.run_month``) month by month on the embedded warehouse (fakesnow,
+in-process, its files in a temporary folder), once per ``config.seed`` (the per-month seed is
+``pipeline.month_seed``), one warehouse and artifact folder per seed. Each month is written, as the
+DAG writes it, so the next month continues from it (warm start of the encoder, k and segment
+centres). Compares the ``segment_id`` of ``segments.parquet`` by adjusted Rand index (ARI) on the
+markets two runs share:
 
 - seed stability: the same month, two seeds (every pair of seeds);
-- month stability: the same seed, a month and the month after (each model is trained afresh on its
-  own history, as the DAG does).
+- month stability: the same seed, a month and the month after.
 
-k is chosen per run by silhouette unless ``--n-clusters`` fixes it (the printed k shows when runs
-disagree on it). Figures, not pass/fail.
+k is chosen per run by the library (``k_selection``) unless ``--n-clusters`` fixes it; each run's
+reason for its k is printed. Figures, not pass/fail.
 """
 
 from __future__ import annotations
@@ -53,8 +53,9 @@ def run_grid(
     overrides: dict,
     continuity: bool = True,
 ) -> tuple[dict[tuple[int, pd.Period], pd.Series], dict[tuple[int, pd.Period], dict]]:
-    """Load ``star`` into an emulator under ``workdir`` and run every (seed, month) as a dry run.
+    """Load ``star`` into one emulator per seed under ``workdir`` and run and write every (seed, month).
 
+    ``continuity=False`` makes every run a dry run: nothing is written, so each month starts afresh.
     ``overrides`` are merged into the configuration (``load_config()``: ``SEGMENTATION_CONFIG`` if set)
     section by section. Returns ``({(seed, month): segment ids by market key}, {(seed, month): the
     cluster step's result plus wall seconds})``.
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     parser.add_argument("--source", choices=["adventureworks", "synthetic"], default="adventureworks")
     parser.add_argument("--epochs", type=int, default=None, help="ModelConfig.epochs (default: the library's)")
     parser.add_argument("--min-steps", type=int, default=None, help="ModelConfig.min_steps (default: the library's)")
-    parser.add_argument("--n-clusters", type=int, default=None, help="fix k (default: chosen by silhouette)")
+    parser.add_argument("--n-clusters", type=int, default=None, help="fix k (default: chosen by the library)")
     parser.add_argument("--output", default="default", help="'default' (results/stability.txt), a path, or none")
     args = parser.parse_args(argv)
 
