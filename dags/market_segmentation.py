@@ -112,10 +112,10 @@ def market_segmentation():
     def write_segments(clusters: dict, model: dict) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        context = get_current_context()
-        from include.segmentation.pipeline import training_summary
+        from include.segmentation.pipeline import run_metrics
 
-        metrics = clusters | {"final_loss": model["final_loss"], "training": training_summary(model)}
+        context = get_current_context()
+        metrics = run_metrics(clusters, model)
         dry_run = bool(context["params"]["dry_run"])
         result = _step(
             "write_month", clusters["path"], clusters["profiles_path"], metrics, context["run_id"], dry_run=dry_run

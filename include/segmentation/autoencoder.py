@@ -162,6 +162,12 @@ class TrainedAutoencoder:
         )
 
 
+def model_shape(config: ModelConfig, seq_len: int, n_features: int) -> tuple[int, int, int, int, int]:
+    """``(n_features, seq_len, hidden_dim, embedding_dim, num_layers)`` of a model trained with ``config``:
+    what ``TrainedAutoencoder.shape`` must equal for a warm start."""
+    return (n_features, seq_len, config.hidden_dim, config.embedding_dim, config.num_layers)
+
+
 #: Training loss is recorded, and convergence judged, once per round: an epoch, or this many steps
 #: when an epoch is longer (at 200,000 windows an epoch is 3,125 steps, past the step budget).
 ROUND_STEPS = 100
@@ -206,8 +212,7 @@ def train_autoencoder(
     if not np.isfinite(windows).all():
         raise ValueError("training windows contain NaN or infinite values")
     n, seq_len, n_features = windows.shape
-    shape = (n_features, seq_len, config.hidden_dim, config.embedding_dim, config.num_layers)
-    if init is not None and init.shape != shape:
+    if init is not None and init.shape != model_shape(config, seq_len, n_features):
         raise ValueError("the warm-start model was trained with another window length, feature count or architecture")
     device = pick_device(device)
     if device == "cpu":

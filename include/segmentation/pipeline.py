@@ -231,7 +231,7 @@ def _warm_start(config: SegmentationConfig, previous_month: str | None):
     training from scratch, said in the log: a warm start is an optimisation of continuity, never a
     reason to fail a month.
     """
-    from include.segmentation.autoencoder import TrainedAutoencoder
+    from include.segmentation.autoencoder import TrainedAutoencoder, model_shape
 
     if previous_month is None:
         return None, ""
@@ -244,8 +244,7 @@ def _warm_start(config: SegmentationConfig, previous_month: str | None):
             "no warm start from %s (its model could not be read: %s); training from scratch", previous_month, err
         )
         return None, ""
-    m = config.model
-    expected = (len(seq.FEATURES), config.sequences.seq_len, m.hidden_dim, m.embedding_dim, m.num_layers)
+    expected = model_shape(config.model, config.sequences.seq_len, len(seq.FEATURES))
     if previous.shape != expected:
         log.info(
             "no warm start from %s: its model has shape %s, this run needs %s; training from scratch",
@@ -304,6 +303,11 @@ def train_autoencoder(
     }
     write_json(meta_path, meta)
     return {"path": saved, **{k: meta[k] for k in keys}}
+
+
+def run_metrics(clusters: dict, model: dict) -> dict:
+    """What ``write_month`` records: ``cluster_markets``' result plus the final loss and ``training_summary``."""
+    return clusters | {"final_loss": model["final_loss"], "training": training_summary(model)}
 
 
 def training_summary(model: dict) -> str:
@@ -542,7 +546,7 @@ def run_month(
     model = train_autoencoder(config, month, checked["path"], fresh, checked["previous_month"])
     embeddings = embed_markets(config, month, checked["path"], model["path"])
     clusters = cluster_markets(config, month, static["path"], embeddings["path"], sequences["trends_path"], fresh)
-    metrics = clusters | {"final_loss": model["final_loss"], "training": training_summary(model)}
+    metrics = run_metrics(clusters, model)
     report = build_report(config, month)
     written = write_month(config, month, clusters["path"], clusters["profiles_path"], metrics, run_id, dry_run)
     return {
