@@ -32,8 +32,8 @@ def synthetic_windows(n_markets: int, months: int, seed: int = 0) -> np.ndarray:
 def main(argv: list[str] | None = None) -> None:
     import torch
 
-    from include.segmentation.autoencoder import embed, pick_device, train_autoencoder
     from include.segmentation.config import ModelConfig
+    from include.segmentation.core.autoencoder import embed, pick_device, train_autoencoder
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--markets", type=int, default=1_000_000)

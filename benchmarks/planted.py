@@ -171,7 +171,7 @@ def rescale_windows(windows: np.ndarray, how: str) -> np.ndarray:
     ``pipeline``: ``sequences.shape_windows``. ``levels``: unchanged. ``per-series``: every feature
     z-scored over the window (sd 0 -> 1). Returns float64 ``(n, seq_len, 4)``.
     """
-    from include.segmentation.sequences import shape_windows
+    from include.segmentation.core.sequences import shape_windows
 
     x = np.array(windows, dtype=np.float64)
     if how == "pipeline":
@@ -192,7 +192,7 @@ def embed_single_thread(trained: object, windows: np.ndarray) -> np.ndarray:
     """
     import inspect
 
-    from include.segmentation.autoencoder import embed
+    from include.segmentation.core.autoencoder import embed
 
     one = {"cpu_threads": 1} if "cpu_threads" in inspect.signature(embed).parameters else {}
     return embed(trained, windows, **one)
@@ -208,8 +208,8 @@ def embed_latest(
     ``embed_markets`` do it (``min_active_months=3``); other scalings see ``rescale_windows``.
     Returns ``((n_markets, embedding_dim) float32, final training MSE)``.
     """
-    from include.segmentation import sequences as seq
-    from include.segmentation.autoencoder import train_autoencoder
+    from include.segmentation.core import sequences as seq
+    from include.segmentation.core.autoencoder import train_autoencoder
 
     features = seq.sequence_features(grid)
     active = grid[..., 0] != 0
@@ -242,7 +242,7 @@ def embedding_diagnostics(embedding: np.ndarray, pattern: np.ndarray, size: np.n
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
 
-    from include.segmentation.clustering import standardize
+    from include.segmentation.core.clustering import standardize
 
     z = standardize(embedding)
     folds = int(min(5, np.bincount(pattern).min()))
@@ -273,8 +273,8 @@ def score_views(
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
 
-    from include.segmentation.clustering import cluster_markets, standardize
     from include.segmentation.config import ClusterConfig
+    from include.segmentation.core.clustering import cluster_markets, standardize
 
     config = ClusterConfig(n_clusters=k, static_weight=static_weight, size_weight=size_weight)
     result = cluster_markets(static, embedding, config, seed, size=size)
@@ -346,7 +346,7 @@ def run_setting(setting: Setting, seed: int) -> dict[str, float]:
     )
     z, loss = embed_latest(planted.grid, seq_len, setting.model(), seed, setting.scaling)
     weight = setting.weight()
-    from include.segmentation.clustering import market_size
+    from include.segmentation.core.clustering import market_size
 
     size = market_size(planted.grid[:, -seq_len:, 0].mean(axis=1))
     out = score_views(

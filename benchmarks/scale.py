@@ -290,7 +290,7 @@ def served_warehouse(db_path: Path):
     import snowflake.connector
 
     from include.segmentation.config import SegmentationConfig
-    from include.segmentation.emulator import connection_json
+    from include.segmentation.local.emulator import connection_json
 
     port = _free_port()
     log = open(db_path.parent / f"emulator-{port}.log", "w")  # noqa: SIM115
@@ -298,7 +298,7 @@ def served_warehouse(db_path: Path):
         [
             sys.executable,
             "-m",
-            "include.segmentation.emulator",
+            "include.segmentation.local.emulator",
             "serve",
             "--db-path",
             str(db_path),
@@ -359,8 +359,8 @@ def load_warehouse(db_path: Path, n: int, seed: int) -> dict[str, int]:
     import fakesnow
     import snowflake.connector
 
-    from include.segmentation import demo_data
     from include.segmentation.config import SegmentationConfig
+    from include.segmentation.local import demo_data
 
     warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
     w = SegmentationConfig().warehouse
@@ -384,15 +384,15 @@ def run_size(n: int, sql: bool, threads: int, max_steps: int | None, seed: int =
     # the library's encoding and clustering set it for scikit-learn, which starts later in this process.
     import torch
 
-    from include.segmentation import sequences as seq
-    from include.segmentation.alignment import align_segment_ids, stability
-    from include.segmentation.autoencoder import embed, train_autoencoder
-    from include.segmentation.clustering import STATIC_FEATURES, cluster_markets
+    from include.segmentation.adapters.warehouse import query_frame, render_sql
+    from include.segmentation.adapters.writeback import RunRecord, model_version, write_segments
     from include.segmentation.config import ClusterConfig, ModelConfig, SegmentationConfig
-    from include.segmentation.profiles import market_trends, segment_profiles
-    from include.segmentation.quality import apply_policies, market_findings, warehouse_findings
-    from include.segmentation.warehouse import query_frame, render_sql
-    from include.segmentation.writeback import RunRecord, model_version, write_segments
+    from include.segmentation.core import sequences as seq
+    from include.segmentation.core.alignment import align_segment_ids, stability
+    from include.segmentation.core.autoencoder import embed, train_autoencoder
+    from include.segmentation.core.clustering import STATIC_FEATURES, cluster_markets
+    from include.segmentation.core.profiles import market_trends, segment_profiles
+    from include.segmentation.core.quality import apply_policies, market_findings, warehouse_findings
 
     torch.set_num_threads(threads)
     config = SegmentationConfig()
@@ -561,9 +561,9 @@ def throughput(n_markets: int, steps: int, threads: int, repeats: int = 5, seed:
     the same (scaled) training windows, same batch size and steps, interleaved ``repeats`` times."""
     import torch
 
-    from include.segmentation import sequences as seq
-    from include.segmentation.autoencoder import _build_model, train_autoencoder
     from include.segmentation.config import ModelConfig
+    from include.segmentation.core import sequences as seq
+    from include.segmentation.core.autoencoder import _build_model, train_autoencoder
 
     torch.set_num_threads(threads)
     monthly, _, _ = generated_frames(n_markets, seed)
@@ -621,10 +621,10 @@ def peer_comparison(n_markets: int, threads: int, max_steps: int | None, seed: i
     from sklearn.metrics import adjusted_rand_score
 
     from benchmarks.planted import planted_markets
-    from include.segmentation import sequences as seq
-    from include.segmentation.autoencoder import embed, train_autoencoder
-    from include.segmentation.clustering import cluster_markets, standardize
     from include.segmentation.config import ClusterConfig, ModelConfig, SequenceConfig
+    from include.segmentation.core import sequences as seq
+    from include.segmentation.core.autoencoder import embed, train_autoencoder
+    from include.segmentation.core.clustering import cluster_markets, standardize
 
     torch.set_num_threads(threads)
     planted = planted_markets(n_markets, HISTORY, seed)

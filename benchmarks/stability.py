@@ -63,10 +63,10 @@ def run_grid(
     import fakesnow
     import snowflake.connector
 
-    from include.segmentation import pipeline
-    from include.segmentation.artifacts import read_parquet
+    from include.segmentation import steps as pipeline
+    from include.segmentation.adapters.storage import read_parquet
     from include.segmentation.config import SegmentationConfig, load_config
-    from include.segmentation.demo_data import load_star
+    from include.segmentation.local.demo_data import load_star
 
     base = load_config().model_dump(by_alias=True)
     for section, values in overrides.items():
@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     """Run the benchmark; returns ``{"seed": [ARI per month, seed pair], "month": [ARI per seed, month pair]}``."""
     import torch
 
-    from include.segmentation import demo_data
-    from include.segmentation.emulator import connection_json
+    from include.segmentation.local import demo_data
+    from include.segmentation.local.emulator import connection_json
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--months", default="2013-07,2013-08,2013-09,2013-10,2013-11,2013-12")

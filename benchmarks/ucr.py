@@ -141,7 +141,7 @@ def scale(x: np.ndarray, how: str) -> np.ndarray:
     ``per-feature``: the library's ``FeatureScaler`` fitted on all of ``x`` (one mean/sd per channel).
     ``per-series``: each series' channel minus its mean over time, over its sd (sd 0 -> 1).
     """
-    from include.segmentation.sequences import FeatureScaler
+    from include.segmentation.core.sequences import FeatureScaler
 
     if how == "per-feature":
         return FeatureScaler.fit(x).transform(x)
@@ -160,9 +160,9 @@ def lstm_labels(x: np.ndarray, k: int, seed: int, model: object) -> np.ndarray:
     from sklearn.cluster import KMeans
 
     from benchmarks.planted import embed_single_thread
-    from include.segmentation.autoencoder import train_autoencoder
-    from include.segmentation.clustering import standardize
-    from include.segmentation.sequences import holdout_markets
+    from include.segmentation.core.autoencoder import train_autoencoder
+    from include.segmentation.core.clustering import standardize
+    from include.segmentation.core.sequences import holdout_markets
 
     held = holdout_markets(len(x), model.validation_share, seed)
     z = embed_single_thread(train_autoencoder(x[~held], model, seed=seed, validation=x[held]), x)

@@ -45,10 +45,10 @@ DEFAULTS = load_config()
 
 
 def _step(name: str, *args, **kwargs) -> dict:
-    """Run ``include.segmentation.pipeline.<name>`` for this run's configuration and month."""
+    """Run ``include.segmentation.steps.<name>`` for this run's configuration and month."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from include.segmentation import pipeline
+    from include.segmentation import steps as pipeline
 
     try:
         config, month = pipeline.settings_from_context(get_current_context())
@@ -112,7 +112,7 @@ def market_segmentation():
     def write_segments(clusters: dict, model: dict) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from include.segmentation.pipeline import run_metrics
+        from include.segmentation.steps import run_metrics
 
         context = get_current_context()
         metrics = run_metrics(clusters, model)

@@ -28,7 +28,7 @@ WAREHOUSE = load_config().warehouse
 def segment_consumer():
     @task(multiple_outputs=False)
     def log_latest_segments() -> dict[str, int]:
-        from include.segmentation.warehouse import connect, query_frame, render_sql
+        from include.segmentation.adapters.warehouse import connect, query_frame, render_sql
 
         with connect(WAREHOUSE) as conn:
             sizes = query_frame(conn, render_sql("latest_segment_sizes.sql", WAREHOUSE))

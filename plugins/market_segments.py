@@ -72,7 +72,7 @@ def list_runs(artifacts_dir: str) -> list[dict[str, Any]]:
     """
     import math
 
-    from include.segmentation.artifacts import as_path, read_json
+    from include.segmentation.adapters.storage import as_path, read_json
 
     runs = []
     for folder in _month_dirs(as_path(artifacts_dir)):
@@ -100,8 +100,8 @@ def latest_segments(config: Any, search: str, page: int) -> tuple[list[dict[str,
     """
     import pandas as pd
 
+    from include.segmentation.adapters.warehouse import connect, query_frame, render_sql
     from include.segmentation.report import segment_label
-    from include.segmentation.warehouse import connect, query_frame, render_sql
 
     w = config.warehouse
     with connect(w) as conn:
@@ -162,7 +162,7 @@ def create_app() -> FastAPI:
     def report_page(month: str) -> HTMLResponse:
         if not _MONTH.fullmatch(month):
             raise HTTPException(404, f"not a month (YYYY-MM): {month!r}")
-        from include.segmentation.artifacts import as_path
+        from include.segmentation.adapters.storage import as_path
         from include.segmentation.report import NAV_MARKER, REPORT_NAME
 
         path = as_path(load_config().artifacts_dir) / month / REPORT_NAME

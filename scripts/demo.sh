@@ -16,7 +16,7 @@ except ValueError as err:
 PY
 )"
 # The embedded warehouse as an ordinary Airflow connection; in production this points at Snowflake.
-AIRFLOW_CONN_SNOWFLAKE_DEFAULT="$(python -m include.segmentation.emulator conn-uri --port "$WAREHOUSE_PORT")"
+AIRFLOW_CONN_SNOWFLAKE_DEFAULT="$(python -m include.segmentation.local.emulator conn-uri --port "$WAREHOUSE_PORT")"
 export AIRFLOW_CONN_SNOWFLAKE_DEFAULT
 
 if ! scripts/warehouse.sh status >/dev/null; then trap 'scripts/warehouse.sh stop' EXIT; fi
@@ -34,4 +34,4 @@ if ! airflow dags test market_segmentation "$LOGICAL_DATE" >"$LOG" 2>&1 || ! gre
   exit 1
 fi
 echo "DAG run succeeded"
-python -m include.segmentation.summary --month "$MONTH"
+python -m include.segmentation.local.summary --month "$MONTH"

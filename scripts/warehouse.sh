@@ -19,12 +19,12 @@ start() {
   if running; then echo "warehouse already running (pid $(cat "$PIDFILE"), port $WAREHOUSE_PORT)"; return; fi
   if port_open; then echo "port $WAREHOUSE_PORT is taken by another process: set WAREHOUSE_PORT"; exit 1; fi
   mkdir -p "$WAREHOUSE_DIR"
-  python -m include.segmentation.emulator serve --db-path "$WAREHOUSE_DIR" --port "$WAREHOUSE_PORT" >"$LOG" 2>&1 &
+  python -m include.segmentation.local.emulator serve --db-path "$WAREHOUSE_DIR" --port "$WAREHOUSE_PORT" >"$LOG" 2>&1 &
   echo $! >"$PIDFILE"
   for _ in $(seq 1 100); do
     if port_open; then
       echo "warehouse up on 127.0.0.1:$WAREHOUSE_PORT (pid $(cat "$PIDFILE")), database SEGMENTATION, schema MART"
-      echo "  Airflow connection: export AIRFLOW_CONN_SNOWFLAKE_DEFAULT='$(python -m include.segmentation.emulator conn-uri --port "$WAREHOUSE_PORT")'"
+      echo "  Airflow connection: export AIRFLOW_CONN_SNOWFLAKE_DEFAULT='$(python -m include.segmentation.local.emulator conn-uri --port "$WAREHOUSE_PORT")'"
       return
     fi
     running || { echo "warehouse failed to start:"; cat "$LOG"; exit 1; }
@@ -53,16 +53,16 @@ case "${1:-}" in
     # The server holds the DuckDB files open, so loading happens while it is stopped.
     was_running=0; running && was_running=1
     stop
-    python -m include.segmentation.emulator load --db-path "$WAREHOUSE_DIR" --source "${2:-auto}"
+    python -m include.segmentation.local.emulator load --db-path "$WAREHOUSE_DIR" --source "${2:-auto}"
     if [[ $was_running == 1 ]]; then start; fi
     ;;
   load-file)
-    # A flat sales extract (CSV/parquet) as the star schema (include/segmentation/flatfile.py).
+    # A flat sales extract (CSV/parquet) as the star schema (include/segmentation/local/flatfile.py).
     [[ -n "${2:-}" ]] || { echo "usage: $0 load-file FILE [MAPPING]"; exit 2; }
     was_running=0; running && was_running=1
     stop
     rc=0
-    python -m include.segmentation.flatfile load "$2" ${3:+--mapping "$3"} --db-path "$WAREHOUSE_DIR" || rc=$?
+    python -m include.segmentation.local.flatfile load "$2" ${3:+--mapping "$3"} --db-path "$WAREHOUSE_DIR" || rc=$?
     if [[ $was_running == 1 ]]; then start; fi
     exit $rc
     ;;

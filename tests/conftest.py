@@ -31,7 +31,7 @@ os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 @pytest.fixture(scope="session")
 def adventureworks_dir() -> Path:
     """The AdventureWorksDW parquet folder. Missing data skips locally but fails under CI=true."""
-    from include.segmentation.demo_data import adventureworks_dir
+    from include.segmentation.local.demo_data import adventureworks_dir
 
     path = adventureworks_dir()
     if not (path / "FactInternetSales.parquet").exists():
@@ -130,7 +130,7 @@ def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: floa
 def emulator(db: Path, adventureworks_dir: Path) -> Generator[int, None, None]:
     """Load AdventureWorks into ``db``, serve it on a free port, and stop the server (by PID) after."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ADVENTUREWORKS_DIR": str(adventureworks_dir)}
-    command = [sys.executable, "-m", "include.segmentation.emulator"]
+    command = [sys.executable, "-m", "include.segmentation.local.emulator"]
     subprocess.run(
         [*command, "load", "--db-path", str(db), "--source", "adventureworks"],
         check=True,

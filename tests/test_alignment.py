@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from include.segmentation.alignment import align_segment_ids, stability
+from include.segmentation.core.alignment import align_segment_ids, stability
 
 MARKETS = np.array([f"M{i:02d}" for i in range(20)], dtype=object)
 PREVIOUS = pd.Series(np.repeat([3, 7, 9, 12], 5), index=MARKETS)  # last month: ids 3, 7, 9, 12

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from include.segmentation.autoencoder import TrainedAutoencoder, embed, train_autoencoder
 from include.segmentation.config import ModelConfig
+from include.segmentation.core.autoencoder import TrainedAutoencoder, embed, train_autoencoder
 
 SMALL = ModelConfig(epochs=1, min_steps=150, hidden_dim=16, embedding_dim=8, batch_size=16, cpu_threads=1)
 
@@ -100,7 +100,7 @@ def test_a_warm_start_continues_from_the_previous_model():
 def test_collapsed_embeddings_are_detected():
     import torch
 
-    from include.segmentation.autoencoder import embedding_spread
+    from include.segmentation.core.autoencoder import embedding_spread
 
     x, _ = waves()
     trained = train_autoencoder(x, SMALL, seed=3)
@@ -122,7 +122,7 @@ def test_embedding_does_not_depend_on_the_batch_size():
 def test_passive_openmp_is_a_default_not_an_override(monkeypatch):
     import os
 
-    from include.segmentation.autoencoder import passive_openmp
+    from include.segmentation.core.autoencoder import passive_openmp
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     passive_openmp()

@@ -11,11 +11,11 @@ import urllib.error
 import pandas as pd
 import pytest
 
-from include.segmentation import pipeline
+from include.segmentation import steps as pipeline
+from include.segmentation.adapters.warehouse import connect
 from include.segmentation.config import SegmentationConfig, load_config
-from include.segmentation.demo_data import adventureworks_star, load_star
-from include.segmentation.emulator import connection_json
-from include.segmentation.warehouse import connect
+from include.segmentation.local.demo_data import adventureworks_star, load_star
+from include.segmentation.local.emulator import connection_json
 from tests.conftest import airflow_api, emulator, running_airflow, wait_for_runs
 
 pytestmark = pytest.mark.integration

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from include.segmentation import pipeline
-from include.segmentation.artifacts import read_json, read_npz, read_parquet
+from include.segmentation import steps as pipeline
+from include.segmentation.adapters.storage import read_json, read_npz, read_parquet
 from include.segmentation.config import SegmentationConfig
-from include.segmentation.demo_data import load_star, synthetic_star
-from include.segmentation.emulator import connection_json
+from include.segmentation.local.demo_data import load_star, synthetic_star
+from include.segmentation.local.emulator import connection_json
 
 MONTH = pd.Period("2013-12", "M")
 TINY_MODEL = {"epochs": 1, "min_steps": 10, "hidden_dim": 8, "embedding_dim": 4, "cpu_threads": 1}
@@ -567,7 +567,7 @@ def test_timezone_aware_order_times_count_in_their_local_month(tmp_path):
 def test_month_starts_with_a_utc_offset_keep_their_month():
     """A warehouse whose order dates are TIMESTAMP_TZ returns DATE_TRUNC('MONTH') as local midnight of
     the 1st: 2013-12-01 00:00 +01:00 is December, though it is 30 November in UTC."""
-    from include.segmentation.sequences import month_range, monthly_grid
+    from include.segmentation.core.sequences import month_range, monthly_grid
 
     monthly = pd.DataFrame(
         {

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from include.segmentation import clustering as cl
 from include.segmentation.config import ClusterConfig
+from include.segmentation.core import clustering as cl
 
 
 def blobs(n_per=20, seed=0):
@@ -56,7 +56,7 @@ def test_relabel_by_size_orders_segments():
 
 
 def test_k_curve_respects_n_minus_one():
-    from include.segmentation.k_selection import k_curve
+    from include.segmentation.core.k_selection import k_curve
 
     x = np.array([[0.0], [0.1], [5.0], [5.1]])
     curve = k_curve(x, 2, 10, seed=0, share=0.0, floor=1)

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from include.segmentation.demo_data import adventureworks_star, customers_from_sales, synthetic_star
+from include.segmentation.local.demo_data import adventureworks_star, customers_from_sales, synthetic_star
 
 
 @pytest.fixture(scope="module")

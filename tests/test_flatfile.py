@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from include.segmentation import flatfile, pipeline
+from include.segmentation import steps as pipeline
 from include.segmentation.config import SegmentationConfig
-from include.segmentation.demo_data import _loyalty, customers_from_sales, load_star, synthetic_star
-from include.segmentation.emulator import connection_json
-from include.segmentation.flatfile import ColumnMapping, FlatFileError, build_star
+from include.segmentation.local import flatfile
+from include.segmentation.local.demo_data import _loyalty, customers_from_sales, load_star, synthetic_star
+from include.segmentation.local.emulator import connection_json
+from include.segmentation.local.flatfile import ColumnMapping, FlatFileError, build_star
 
 HEADER = "order_date,market,customer,product_line,subcategory,amount,discount"
 GOOD_ROWS = [
@@ -446,7 +447,7 @@ def test_a_good_extract_end_to_end(tmp_path, monkeypatch, capsys):
     month = pd.Period("2013-12", "M")
     with fakesnow.patch(db_path=db):
         steps = pipeline.run_month(config, month, run_id="flatfile-run")
-        from include.segmentation.warehouse import connect, query_frame
+        from include.segmentation.adapters.warehouse import connect, query_frame
 
         with connect(config.warehouse) as conn:
             segments = query_frame(conn, "SELECT * FROM MARKET_SEGMENT WHERE SEGMENT_MONTH = '2013-12-01'")

@@ -16,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from include.segmentation.adapters.warehouse import connect
 from include.segmentation.config import SegmentationConfig
-from include.segmentation.emulator import connection_json
-from include.segmentation.warehouse import connect
+from include.segmentation.local.emulator import connection_json
 from tests.conftest import ROOT, emulator
 
 pytestmark = pytest.mark.integration

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from include.segmentation import clustering as cl
-from include.segmentation import k_selection as ks
 from include.segmentation.config import ClusterConfig
+from include.segmentation.core import clustering as cl
+from include.segmentation.core import k_selection as ks
 
 
 def nested(n=160, seed=0, static_gap=3.0, temporal_gap=1.2):

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from include.segmentation import pipeline
-from include.segmentation.artifacts import read_json, read_npz, read_parquet
+from include.segmentation import steps as pipeline
+from include.segmentation.adapters.storage import read_json, read_npz, read_parquet
 from include.segmentation.config import SegmentationConfig
-from include.segmentation.demo_data import load_star, synthetic_star
-from include.segmentation.emulator import connection_json
+from include.segmentation.local.demo_data import load_star, synthetic_star
+from include.segmentation.local.emulator import connection_json
 
 MONTH = pd.Period("2013-12", "M")
 
@@ -142,7 +142,7 @@ def test_steps_end_to_end(config):
 
 
 def _run_record(config, run_id):
-    from include.segmentation.warehouse import connect, query_frame
+    from include.segmentation.adapters.warehouse import connect, query_frame
 
     with connect(config.warehouse) as conn:
         frame = query_frame(conn, "SELECT * FROM SEGMENTATION_RUN WHERE RUN_ID = %(run_id)s", {"run_id": run_id})
@@ -151,7 +151,7 @@ def _run_record(config, run_id):
 
 
 def _segment_table_rows(config, table="MARKET_SEGMENT"):
-    from include.segmentation.warehouse import connect
+    from include.segmentation.adapters.warehouse import connect
 
     with connect(config.warehouse) as conn:
         cur = conn.cursor()

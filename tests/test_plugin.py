@@ -136,7 +136,7 @@ def warehouse(monkeypatch):
     import fakesnow
     import snowflake.connector
 
-    from include.segmentation.emulator import connection_json
+    from include.segmentation.local.emulator import connection_json
 
     monkeypatch.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(8765))
     with fakesnow.patch():

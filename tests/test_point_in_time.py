@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from include.segmentation import pipeline
-from include.segmentation.artifacts import read_npz, read_parquet
+from include.segmentation import steps as pipeline
+from include.segmentation.adapters.storage import read_npz, read_parquet
 from include.segmentation.config import SegmentationConfig
-from include.segmentation.demo_data import adventureworks_star, load_star
-from include.segmentation.emulator import connection_json
+from include.segmentation.local.demo_data import adventureworks_star, load_star
+from include.segmentation.local.emulator import connection_json
 
 MONTH = pd.Period("2013-06", "M")
 

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from include.segmentation.clustering import STATIC_FEATURES
-from include.segmentation.profiles import (
+from include.segmentation.core.clustering import STATIC_FEATURES
+from include.segmentation.core.profiles import (
     SIZE_FEATURES,
     TREND_FEATURES,
     describe,

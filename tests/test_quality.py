@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from include.segmentation import pipeline
-from include.segmentation.artifacts import read_json, read_npz, read_parquet
-from include.segmentation.clustering import STATIC_FEATURES
+from include.segmentation import steps as pipeline
+from include.segmentation.adapters.storage import read_json, read_npz, read_parquet
 from include.segmentation.config import QualityConfig, SegmentationConfig
-from include.segmentation.demo_data import load_star, synthetic_star
-from include.segmentation.emulator import connection_json
-from include.segmentation.quality import CHECKS as CHECKS_TEXT
-from include.segmentation.quality import Finding, apply_policies, market_findings
+from include.segmentation.core.clustering import STATIC_FEATURES
+from include.segmentation.core.quality import CHECKS as CHECKS_TEXT
+from include.segmentation.core.quality import Finding, apply_policies, market_findings
+from include.segmentation.local.demo_data import load_star, synthetic_star
+from include.segmentation.local.emulator import connection_json
 
 MONTH = pd.Period("2013-12", "M")
 

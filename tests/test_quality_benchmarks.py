@@ -15,8 +15,8 @@ import pytest
 
 from benchmarks import planted, stability
 from benchmarks.report import mean_sd, table
-from include.segmentation.clustering import STATIC_FEATURES
-from include.segmentation.sequences import MONTHLY_COLUMNS
+from include.segmentation.core.clustering import STATIC_FEATURES
+from include.segmentation.core.sequences import MONTHLY_COLUMNS
 
 FLOAT = r"-?\d+\.\d{3}"
 

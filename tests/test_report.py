@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from include.segmentation import report
-from include.segmentation.artifacts import read_json, read_parquet
-from include.segmentation.clustering import STATIC_FEATURES
+from include.segmentation.adapters.storage import read_json, read_parquet
 from include.segmentation.config import SegmentationConfig
-from include.segmentation.pipeline import month_dir
+from include.segmentation.core.clustering import STATIC_FEATURES
+from include.segmentation.steps import month_dir
 
 
 def _segments(n: int = 8, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:

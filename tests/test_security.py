@@ -215,7 +215,7 @@ def test_numeric_strings_become_numbers_not_sql():
 
 def test_only_known_params_reach_the_configuration():
     """Conf keys other than the run Params (e.g. a table name) are ignored, not applied."""
-    from include.segmentation.pipeline import settings_from_context
+    from include.segmentation.steps import settings_from_context
 
     params = {
         "target_month": "2013-12",
@@ -247,8 +247,8 @@ def _tables(conn) -> set[str]:
 
 
 def test_injection_in_values_is_stored_verbatim_by_write_segments(fake_conn, tiny_star):
-    from include.segmentation.demo_data import load_star
-    from include.segmentation.writeback import PROFILE_FIELDS, RunRecord, write_segments
+    from include.segmentation.adapters.writeback import PROFILE_FIELDS, RunRecord, write_segments
+    from include.segmentation.local.demo_data import load_star
 
     w = SegmentationConfig().warehouse
     load_star(fake_conn, tiny_star, w)
@@ -296,9 +296,9 @@ def test_hostile_market_keys_and_names_flow_through_the_pipeline_as_data(tmp_pat
     import fakesnow
     import snowflake.connector
 
-    from include.segmentation import pipeline
-    from include.segmentation.demo_data import load_star, synthetic_star
-    from include.segmentation.emulator import connection_json
+    from include.segmentation import steps as pipeline
+    from include.segmentation.local.demo_data import load_star, synthetic_star
+    from include.segmentation.local.emulator import connection_json
 
     monkeypatch.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(8765))
     star = synthetic_star(n_markets=6, start="2012-12", end="2013-12", seed=3)
@@ -347,7 +347,7 @@ def served_warehouse(tmp_path_factory):
     import fakesnow
     import snowflake.connector
 
-    from include.segmentation.demo_data import load_star, synthetic_star
+    from include.segmentation.local.demo_data import load_star, synthetic_star
 
     db = tmp_path_factory.mktemp("warehouse")
     with fakesnow.patch(db_path=db):
@@ -359,7 +359,16 @@ def served_warehouse(tmp_path_factory):
     port = free_port()
     log = open(db / "server.log", "w")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
-        [sys.executable, "-m", "include.segmentation.emulator", "serve", "--db-path", str(db), "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "include.segmentation.local.emulator",
+            "serve",
+            "--db-path",
+            str(db),
+            "--port",
+            str(port),
+        ],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         cwd=ROOT,
         stdout=log,
@@ -437,6 +446,6 @@ def test_the_password_appears_in_no_log_output_or_artifact(served_warehouse, tmp
 
 
 def _connection(port: int) -> str:
-    from include.segmentation.emulator import connection_json
+    from include.segmentation.local.emulator import connection_json
 
     return connection_json(port)

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from include.segmentation import sequences as seq
+from include.segmentation.core import sequences as seq
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from datetime import date
 import pandas as pd
 import pytest
 
+from include.segmentation.adapters.warehouse import query_frame, render_sql
 from include.segmentation.config import SegmentationConfig
-from include.segmentation.demo_data import load_star
-from include.segmentation.warehouse import query_frame, render_sql
+from include.segmentation.local.demo_data import load_star
 
 WINDOW = {"window_start": date(2013, 11, 1), "window_end": date(2014, 1, 1)}
 

@@ -43,7 +43,7 @@ KILL_POINTS = {
 
 
 def _profiles(ids: list[int]) -> pd.DataFrame:
-    from include.segmentation.writeback import PROFILE_FIELDS
+    from include.segmentation.adapters.writeback import PROFILE_FIELDS
 
     frame = pd.DataFrame({"segment_id": ids})
     for name in PROFILE_FIELDS:
@@ -55,7 +55,7 @@ def _profiles(ids: list[int]) -> pd.DataFrame:
 
 
 def _run(run_id: str, n_clusters: int):
-    from include.segmentation.writeback import RunRecord
+    from include.segmentation.adapters.writeback import RunRecord
 
     return RunRecord(
         run_id=run_id,
@@ -76,8 +76,8 @@ def _run(run_id: str, n_clusters: int):
 
 def _write(conn, which: str) -> int:
     """The writes of this test: November, December's first version, and December's re-run."""
+    from include.segmentation.adapters.writeback import write_segments
     from include.segmentation.config import SegmentationConfig
-    from include.segmentation.writeback import write_segments
 
     w = SegmentationConfig().warehouse
     if which == "nov":

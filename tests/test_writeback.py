@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from include.segmentation.adapters.writeback import RunRecord, model_version, write_segments
 from include.segmentation.config import SegmentationConfig
-from include.segmentation.writeback import RunRecord, model_version, write_segments
 
 W = SegmentationConfig().warehouse
 DEC, NOV = pd.Period("2013-12", "M"), pd.Period("2013-11", "M")
@@ -145,7 +145,7 @@ def test_migrations_record_who_moved(fake_conn):
 
 
 def profiles_for(ids, description="Europe markets with declining sales (-2.0%/month)"):
-    from include.segmentation.writeback import PROFILE_FIELDS
+    from include.segmentation.adapters.writeback import PROFILE_FIELDS
 
     frame = pd.DataFrame({"segment_id": ids})
     for name in PROFILE_FIELDS:
@@ -201,7 +201,7 @@ def test_profiles_must_match_the_segments(fake_conn):
 
 
 def test_stage_frames_are_built_without_a_loop_over_markets_and_typed():
-    from include.segmentation.writeback import migration_frame, segment_frame
+    from include.segmentation.adapters.writeback import migration_frame, segment_frame
 
     n = 50_000
     segments = pd.DataFrame(

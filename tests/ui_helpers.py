@@ -55,10 +55,10 @@ def segmented_warehouse(base: Path) -> Generator[SegmentedWarehouse, None, None]
     import pytest
     import snowflake.connector
 
-    from include.segmentation import pipeline
+    from include.segmentation import steps as pipeline
     from include.segmentation.config import SegmentationConfig
-    from include.segmentation.demo_data import load_star, synthetic_star
-    from include.segmentation.emulator import connection_json
+    from include.segmentation.local.demo_data import load_star, synthetic_star
+    from include.segmentation.local.emulator import connection_json
 
     db, artifacts = base / "warehouse", base / "artifacts"
     config = SegmentationConfig.model_validate({**CONFIG, "artifacts_dir": str(artifacts)})
@@ -72,7 +72,16 @@ def segmented_warehouse(base: Path) -> Generator[SegmentedWarehouse, None, None]
             conn.close()
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "include.segmentation.emulator", "serve", "--db-path", str(db), "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "include.segmentation.local.emulator",
+            "serve",
+            "--db-path",
+            str(db),
+            "--port",
+            str(port),
+        ],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         cwd=ROOT,
     )

@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
-from include.segmentation.artifacts import read_json, read_parquet
-from include.segmentation.clustering import STATIC_FEATURES
+from include.segmentation.adapters.storage import read_json, read_parquet
 from include.segmentation.config import SegmentationConfig
+from include.segmentation.core.clustering import STATIC_FEATURES
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -76,14 +76,14 @@ class RunArtifacts:
 
 def report_path(config: SegmentationConfig, month: pd.Period) -> ObjectStoragePath:
     """Where the month's report lives: ``<artifacts_dir>/<YYYY-MM>/report.html``."""
-    from include.segmentation.pipeline import month_dir  # lazy: pipeline may import this module
+    from include.segmentation.steps import month_dir  # lazy: pipeline may import this module
 
     return month_dir(config, month) / REPORT_NAME
 
 
 def load_run(config: SegmentationConfig, month: pd.Period) -> RunArtifacts:
     """Read the month's artifacts. Raises ``ValueError`` naming every missing artifact (and its folder)."""
-    from include.segmentation.pipeline import month_dir
+    from include.segmentation.steps import month_dir
 
     folder = month_dir(config, month)
     missing = [name for name in REQUIRED if not (folder / name).exists()]
@@ -130,7 +130,7 @@ def pca_projection(segments: pd.DataFrame, embeddings: pd.DataFrame, static_weig
     """
     from sklearn.decomposition import PCA
 
-    from include.segmentation.clustering import hybrid_features
+    from include.segmentation.core.clustering import hybrid_features
 
     missing = [c for c in ("market_key", "segment_id", *STATIC_FEATURES) if c not in segments]
     if missing:
@@ -396,7 +396,7 @@ def _training_fact(model: Mapping) -> str:
     # model.json of train_autoencoder; older ones have no stop_reason.
     if not model.get("stop_reason"):
         return "n/a"
-    from include.segmentation.pipeline import training_summary
+    from include.segmentation.steps import training_summary
 
     text = training_summary(model)
     if model["stop_reason"] != "converged":
@@ -472,7 +472,7 @@ def build_report(config: SegmentationConfig, month: pd.Period) -> str:
     ``model.json`` and, when present, ``excluded.parquet``. Overwrites an earlier report (a re-run
     of the month). Raises ``ValueError`` naming any missing artifact.
     """
-    from include.segmentation.writeback import model_version
+    from include.segmentation.adapters.writeback import model_version
 
     run = load_run(config, month)
     text = render_report(run, model_version(config.model_version_prefix, month), config.clustering.static_weight)

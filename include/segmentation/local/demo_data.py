@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from include.segmentation.warehouse import render_sql, split_statements
+from include.segmentation.adapters.warehouse import render_sql, split_statements
 
 if TYPE_CHECKING:
     from snowflake.connector import SnowflakeConnection
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 #: are ranked separately: a reseller's spend dwarfs any individual's). Upper share of customers.
 LOYALTY_TIERS = (("Platinum", 0.10), ("Gold", 0.30), ("Silver", 0.60))
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "adventureworks_dw"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "adventureworks_dw"
 
 
 def adventureworks_dir() -> Path:

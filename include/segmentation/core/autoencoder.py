@@ -112,7 +112,7 @@ class TrainedAutoencoder:
         """Write the weights and hyper-parameters to one torch file (local path or object-storage URL)."""
         import torch
 
-        from include.segmentation.artifacts import as_path
+        from include.segmentation.adapters.storage import as_path
 
         target = as_path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,7 @@ class TrainedAutoencoder:
         """Read a model written by ``save`` (``weights_only``: no pickled code is executed)."""
         import torch
 
-        from include.segmentation.artifacts import as_path
+        from include.segmentation.adapters.storage import as_path
 
         blob = torch.load(io.BytesIO(as_path(path).read_bytes()), map_location="cpu", weights_only=True)
         device = pick_device(device)

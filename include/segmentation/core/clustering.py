@@ -139,7 +139,7 @@ def silhouette(x: np.ndarray, labels: np.ndarray, seed: int) -> float:
 
 
 def _kmeans_model(x: np.ndarray, k: int, seed: int):
-    from include.segmentation.k_selection import kmeans
+    from include.segmentation.core.k_selection import kmeans
 
     return kmeans(x, k, seed)
 
@@ -276,12 +276,12 @@ def cluster_markets(
     (see the module docstring). Raises ``ValueError`` for fewer than 3 markets, a requested k outside
     ``2 <= k <= n - 1``, or DBSCAN/HDBSCAN on more than ``config.density_max_markets`` markets.
     """
-    from include.segmentation.autoencoder import passive_openmp
+    from include.segmentation.core.autoencoder import passive_openmp
 
     passive_openmp()  # before scikit-learn's OpenMP runtime starts (see its docstring)
     from sklearn.cluster import DBSCAN, HDBSCAN
 
-    from include.segmentation.k_selection import decide_k, k_curve, merge_small, min_size
+    from include.segmentation.core.k_selection import decide_k, k_curve, merge_small, min_size
 
     n = len(static)
     if n < 3:

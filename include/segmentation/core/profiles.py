@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from include.segmentation.clustering import STATIC_FEATURES
+from include.segmentation.core.clustering import STATIC_FEATURES
 
 #: Temporal statistics per market (``market_trends``); all unit-free. Written to the profile table.
 TREND_FEATURES = ("trend_slope", "recent_growth", "volatility", "seasonality")

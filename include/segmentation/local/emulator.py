@@ -3,9 +3,9 @@
 Every task process talks to it through the Snowflake connector and an ordinary Airflow connection,
 exactly as it would to Snowflake. Tables persist under ``--db-path`` (one DuckDB file per database).
 
-    python -m include.segmentation.emulator load  --db-path DIR [--source auto|adventureworks|synthetic]
-    python -m include.segmentation.emulator serve --db-path DIR --port 8765
-    python -m include.segmentation.emulator conn-uri --port 8765
+    python -m include.segmentation.local.emulator load  --db-path DIR [--source auto|adventureworks|synthetic]
+    python -m include.segmentation.local.emulator serve --db-path DIR --port 8765
+    python -m include.segmentation.local.emulator conn-uri --port 8765
 
 ``load`` opens the files in-process, so run it while no server holds them (the Makefile does).
 """
@@ -50,8 +50,8 @@ def load(db_path: Path, source: str) -> dict[str, int]:
     import fakesnow
     import snowflake.connector
 
-    from include.segmentation import demo_data
     from include.segmentation.config import load_config
+    from include.segmentation.local import demo_data
 
     # fakesnow's in-process write path warns about an extra Arrow copy: irrelevant for a one-off load.
     warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
@@ -86,7 +86,9 @@ def serve(db_path: Path, port: int, host: str = "127.0.0.1") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m include.segmentation.emulator", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m include.segmentation.local.emulator", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_load = sub.add_parser("load", help="load the demo star schema (server must be stopped)")
     p_load.add_argument("--db-path", type=Path, required=True)

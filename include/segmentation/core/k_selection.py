@@ -133,7 +133,7 @@ def k_curve(x: np.ndarray, k_min: int, k_max: int, seed: int, share: float, floo
     plain K-Means solutions are kept and ``relaxed`` says so. Raises ``ValueError`` when no k in
     the range is possible (``2 <= k <= n - 1``).
     """
-    from include.segmentation.clustering import silhouette
+    from include.segmentation.core.clustering import silhouette
 
     upper = min(k_max, len(x) - 1)
     if upper < max(k_min, 2):

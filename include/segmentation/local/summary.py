@@ -1,6 +1,6 @@
 """Print a month's segments as written to the warehouse: run figures, segment profiles and descriptions.
 
-python -m include.segmentation.summary --month 2013-12
+python -m include.segmentation.local.summary --month 2013-12
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import logging
 
 import pandas as pd
 
-from include.segmentation.clustering import STATIC_FEATURES
+from include.segmentation.adapters.warehouse import connect, query_frame, render_sql
 from include.segmentation.config import load_config
+from include.segmentation.core.clustering import STATIC_FEATURES
+from include.segmentation.core.profiles import TREND_FEATURES
 from include.segmentation.months import parse_month
-from include.segmentation.profiles import TREND_FEATURES
-from include.segmentation.warehouse import connect, query_frame, render_sql
 
 
 def main(argv: list[str] | None = None) -> int:

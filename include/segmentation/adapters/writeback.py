@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from include.segmentation.clustering import STATIC_FEATURES
-from include.segmentation.profiles import TREND_FEATURES
-from include.segmentation.warehouse import insert_frame, render_sql, split_statements
+from include.segmentation.adapters.warehouse import insert_frame, render_sql, split_statements
+from include.segmentation.core.clustering import STATIC_FEATURES
+from include.segmentation.core.profiles import TREND_FEATURES
 
 if TYPE_CHECKING:
     from snowflake.connector import SnowflakeConnection

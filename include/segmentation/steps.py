@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from include.segmentation import sequences as seq
-from include.segmentation.artifacts import (
+from include.segmentation.adapters.storage import (
     as_path,
     read_json,
     read_npz,
@@ -25,11 +24,12 @@ from include.segmentation.artifacts import (
     write_npz,
     write_parquet,
 )
-from include.segmentation.clustering import STATIC_FEATURES, market_size
+from include.segmentation.adapters.warehouse import connect, query_frame, render_sql
+from include.segmentation.adapters.writeback import RunRecord, model_version, write_segments
 from include.segmentation.config import SegmentationConfig
-from include.segmentation.profiles import market_trends, segment_profiles
-from include.segmentation.warehouse import connect, query_frame, render_sql
-from include.segmentation.writeback import RunRecord, model_version, write_segments
+from include.segmentation.core import sequences as seq
+from include.segmentation.core.clustering import STATIC_FEATURES, market_size
+from include.segmentation.core.profiles import market_trends, segment_profiles
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -136,7 +136,7 @@ def check_data_quality(config: SegmentationConfig, month: pd.Period, static_path
     Raises ``ValueError`` naming the check, the count and example markets when a ``fail`` check
     finds anything, or when too few markets remain to cluster.
     """
-    from include.segmentation.quality import apply_policies, market_findings, warehouse_findings
+    from include.segmentation.core.quality import apply_policies, market_findings, warehouse_findings
 
     w, s, q = config.warehouse, config.sequences, config.quality
     history, window = _bounds(month, s.history_months), _bounds(month, s.seq_len)
@@ -231,7 +231,7 @@ def _warm_start(config: SegmentationConfig, previous_month: str | None):
     training from scratch, said in the log: a warm start is an optimisation of continuity, never a
     reason to fail a month.
     """
-    from include.segmentation.autoencoder import TrainedAutoencoder, model_shape
+    from include.segmentation.core.autoencoder import TrainedAutoencoder, model_shape
 
     if previous_month is None:
         return None, ""
@@ -273,7 +273,7 @@ def train_autoencoder(
     same windows, settings, seed and starting model is reused. Uses CUDA when the worker has it,
     else CPU. ``model.json`` records the losses per round, steps, how training stopped and the warm start.
     """
-    from include.segmentation.autoencoder import train_autoencoder as fit
+    from include.segmentation.core.autoencoder import train_autoencoder as fit
 
     data = read_npz(inputs_path)
     train, valid = data["train"], data["valid"]
@@ -323,7 +323,7 @@ def training_summary(model: dict) -> str:
 
 def embed_markets(config: SegmentationConfig, month: pd.Period, inputs_path: str, model_path: str) -> dict:
     """Encode each eligible market's latest window; writes ``embeddings.parquet`` (market_key, e0..e{d-1})."""
-    from include.segmentation.autoencoder import TrainedAutoencoder, embed, embedding_spread
+    from include.segmentation.core.autoencoder import TrainedAutoencoder, embed, embedding_spread
 
     data = read_npz(inputs_path)
     z = embed(TrainedAutoencoder.load(model_path), data["latest"], cpu_threads=config.model.cpu_threads)
@@ -381,8 +381,8 @@ def cluster_markets(
     ``profiles.parquet`` (one row per SegmentID with its description) and ``metrics.json``; returns
     both paths, k, silhouettes, noise share, stability and the previous month.
     """
-    from include.segmentation.alignment import align_segment_ids, stability
-    from include.segmentation.clustering import cluster_markets as fit
+    from include.segmentation.core.alignment import align_segment_ids, stability
+    from include.segmentation.core.clustering import cluster_markets as fit
 
     if config.clustering.n_clusters is not None and config.clustering.algorithm != "kmeans":
         log.warning(

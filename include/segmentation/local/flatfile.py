@@ -6,8 +6,8 @@ country and territory group. ``build_star`` returns the same dict of frames as
 ``demo_data.synthetic_star`` (load it with ``demo_data.load_star``); the CLI loads it into the
 embedded warehouse:
 
-    python -m include.segmentation.flatfile check sales.csv [--mapping mapping.yaml]
-    python -m include.segmentation.flatfile load  sales.csv [--mapping mapping.yaml] [--db-path .warehouse]
+    python -m include.segmentation.local.flatfile check sales.csv [--mapping mapping.yaml]
+    python -m include.segmentation.local.flatfile load  sales.csv [--mapping mapping.yaml] [--db-path .warehouse]
 
 The file's column names are found by common names (``order_date``, ``date``, ``market``,
 ``region``, ``amount``, ``sales``...; case, spaces and dashes ignored) or set in a mapping file
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from include.segmentation.demo_data import LOYALTY_TIERS, _loyalty, customers_from_sales
+from include.segmentation.local.demo_data import LOYALTY_TIERS, _loyalty, customers_from_sales
 
 log = logging.getLogger(__name__)
 
@@ -571,7 +571,7 @@ def load_into_warehouse(
     import snowflake.connector
 
     from include.segmentation.config import load_config
-    from include.segmentation.demo_data import load_star
+    from include.segmentation.local.demo_data import load_star
 
     db_path = Path(db_path)
     if (pid := _server_pid(db_path)) is not None:
@@ -599,7 +599,7 @@ def load_into_warehouse(
 
 
 def _drop_results(conn, warehouse) -> list[str]:
-    from include.segmentation.warehouse import query_frame, render_sql
+    from include.segmentation.adapters.warehouse import query_frame, render_sql
 
     dropped = []
     for table in (
@@ -616,7 +616,9 @@ def _drop_results(conn, warehouse) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m include.segmentation.flatfile", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m include.segmentation.local.flatfile", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("check", "read and check the file, print what it holds"), ("load", "check it and load it")):
         p = sub.add_parser(name, help=text)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from include.segmentation.clustering import STATIC_FEATURES
 from include.segmentation.config import QualityConfig
+from include.segmentation.core.clustering import STATIC_FEATURES
 
 #: Every check, in the order it is reported, with what it flags.
 CHECKS: dict[str, str] = {
