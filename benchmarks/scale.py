@@ -390,7 +390,8 @@ def run_size(n: int, sql: bool, threads: int, max_steps: int | None, seed: int =
     from include.segmentation.core import sequences as seq
     from include.segmentation.core.alignment import align_segment_ids, stability
     from include.segmentation.core.autoencoder import embed, train_autoencoder
-    from include.segmentation.core.clustering import STATIC_FEATURES, cluster_markets
+    from include.segmentation.core.clustering import cluster_markets
+    from include.segmentation.core.features import STATIC_FEATURES
     from include.segmentation.core.profiles import market_trends, segment_profiles
     from include.segmentation.core.quality import apply_policies, market_findings, warehouse_findings
 

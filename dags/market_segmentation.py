@@ -3,27 +3,33 @@
 
 Segments every market for one calendar month from a Snowflake star schema:
 
-1. **extract_static_features**: discount, Platinum/Gold/Silver shares, customer lifetime value,
+1. **start_run**: the run's month, its configuration (file + Params, snapshot once) and its own
+   artifact folder `<artifacts_dir>/<YYYY-MM>/<run>/`: no two runs share a file;
+2. **extract_static_features**: discount, Platinum/Gold/Silver shares, customer lifetime value,
    product-line and subcategory breadth per market (SQL in the warehouse);
-2. **build_sequences**: monthly revenue, growth, customers and quantity per market over
-   `history_months` ending at the run's month (runs beside step 1);
-3. **check_data_quality**: loyalty values, lifetime values, NULL keys, duplicate lines, future-dated
-   lines, returns, constant or inactive series, markets with only static or only sequence data;
-   each check fails the run, excludes the markets or warns, as configured (`quality` in the
-   configuration); then the model's windows of `seq_len` months for the markets that pass;
-4. **train_autoencoder**: LSTM autoencoder on level-free windows (how sales move, not how big the
+3. **build_sequences**: monthly revenue, growth, customers and quantity per market over
+   `history_months` ending at the run's month (beside step 2);
+4. **check_data_quality**: loyalty values, lifetime values, NULL keys, duplicate lines, future-dated
+   lines, returns, constant, inactive or thin series, markets with only static or only sequence
+   data; each check fails the run, excludes the markets or warns, as configured (`quality`);
+5. **prepare_inputs**: the model's windows of `seq_len` months for the markets that pass;
+6. **wait_for_previous_month**: waits (without holding a worker slot) while a run of the month
+   before is still in flight, so a backfill aligns its months in order;
+7. **read_previous**: the published month this run continues from (SegmentIDs, model);
+8. **train_autoencoder**: LSTM autoencoder on level-free windows (how sales move, not how big the
    market is), continued from last month's model, until the loss stops improving (GPU queue in
-   production, CPU otherwise);
-5. **embed_markets**: each market's latest window to a 32-D embedding;
-6. **cluster_markets**: standardized static features + embedding, K-Means (k by the gap statistic,
-   kept from last month unless the data say otherwise, started from last month's segments) /
-   DBSCAN / HDBSCAN, with silhouettes for hybrid, LSTM-only and static-only; SegmentIDs carried
-   over from the month before; a profile and one-line description per segment;
-7. **build_report**: the run's HTML report (PCA scatter, loss and k curves, profiles, markets that
-   moved), shown under "Market segments" in the Airflow UI;
-8. **write_segments**: in one transaction, the month's rows of `MARKET_SEGMENT`,
-   `SEGMENT_MIGRATION` and `SEGMENT_PROFILE` replaced and one row added to `SEGMENTATION_RUN`;
-   updates their Assets.
+   production, CPU otherwise); a verified stored model is reused;
+9. **embed_markets**: each market's latest window to a 32-D embedding;
+10. **cluster_markets**: standardized static features + embedding, K-Means (k by the gap statistic,
+    kept from last month unless the data say otherwise, started from last month's segments) /
+    DBSCAN / HDBSCAN, with silhouettes for hybrid, LSTM-only and static-only;
+11. **align_segments**: SegmentIDs carried over from the month before; stability;
+12. **profile_segments**: a profile and one-line description per segment;
+13. **build_report**: the run's HTML report (run id, Params, PCA scatter, loss and k curves,
+    profiles, markets that moved), under "Market segments" in the Airflow UI;
+14. **write_segments**: in one transaction, the month's rows of `MARKET_SEGMENT`,
+    `SEGMENT_MIGRATION` and `SEGMENT_PROFILE` replaced and one row added to `SEGMENTATION_RUN`;
+    updates their Assets. Skipped by a dry run.
 
 The run's month is the data interval (the previous calendar month, UTC), or the `target_month`
 Param. Re-running a month replaces that month's rows. Logic lives in `include/segmentation/`.
@@ -31,10 +37,11 @@ Param. Re-running a month replaces that month's rows. Logic lives in `include/se
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
+from airflow.sdk import CronDataIntervalTimetable, PokeReturnValue, dag, get_current_context, task
 
 from include.segmentation.assets import segment_assets
 from include.segmentation.config import load_config
@@ -44,17 +51,20 @@ from include.segmentation.params import run_params
 DEFAULTS = load_config()
 
 
-def _step(name: str, *args, **kwargs) -> dict:
-    """Run ``include.segmentation.steps.<name>`` for this run's configuration and month."""
+def _call(step: Callable, *args) -> dict:
+    """Run one step; bad data, config or Params (``ValueError``) fail the task at once: retrying cannot help."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from include.segmentation import steps as pipeline
-
     try:
-        config, month = pipeline.settings_from_context(get_current_context())
-        return getattr(pipeline, name)(config, month, *args, **kwargs)
-    except ValueError as err:  # bad data, config or Params: retrying cannot help, so fail at once
-        raise AirflowFailException(f"{name}: {err}") from err
+        return step(*args)
+    except ValueError as err:
+        raise AirflowFailException(f"{step.__name__}: {err}") from err
+
+
+def _open(folder: str):
+    from include.segmentation.adapters.catalog import RunArtifacts
+
+    return _call(RunArtifacts.open, folder)
 
 
 @dag(
@@ -77,61 +87,120 @@ def _step(name: str, *args, **kwargs) -> dict:
 )
 def market_segmentation():
     @task(multiple_outputs=False)
-    def extract_static_features() -> dict:
-        return _step("extract_static_features")
+    def start_run() -> str:
+        from include.segmentation import steps
+        from include.segmentation.run_context import run_info, settings_from_context
+
+        context = get_current_context()
+        config, month = _call(settings_from_context, context)
+        run = _call(steps.start_run, config, month, context["run_id"], run_info(context))
+        return str(run.folder)
 
     @task(multiple_outputs=False)
-    def build_sequences() -> dict:
-        return _step("build_sequences")
+    def extract_static_features(run: str) -> dict:
+        from include.segmentation import steps
+
+        return _call(steps.extract_static_features, _open(run))
 
     @task(multiple_outputs=False)
-    def check_data_quality(static: dict, sequences: dict) -> dict:
-        return _step("check_data_quality", static["path"], sequences["path"])
+    def build_sequences(run: str) -> dict:
+        from include.segmentation import steps
+
+        return _call(steps.build_sequences, _open(run))
+
+    @task(multiple_outputs=False)
+    def check_data_quality(run: str) -> dict:
+        from include.segmentation import steps
+
+        return _call(steps.check_data_quality, _open(run))
+
+    @task(multiple_outputs=False)
+    def prepare_inputs(run: str) -> dict:
+        from include.segmentation import steps
+
+        return _call(steps.prepare_inputs, _open(run))
+
+    # Reschedule mode: a waiting run holds no worker slot. A backfill's months start together
+    # (max_active_runs) but each aligns to the month before only once that month is written.
+    @task.sensor(poke_interval=30, timeout=timedelta(hours=24).total_seconds(), mode="reschedule")
+    def wait_for_previous_month(run: str) -> PokeReturnValue:
+        from include.segmentation.run_context import earlier_month_in_flight
+
+        in_flight = earlier_month_in_flight(get_current_context(), _open(run).month)
+        return PokeReturnValue(is_done=in_flight == 0)
+
+    @task(multiple_outputs=False)
+    def read_previous(run: str) -> dict:
+        from include.segmentation import steps
+
+        return _call(steps.read_previous, _open(run))
 
     @task(multiple_outputs=False, queue=DEFAULTS.train_queue)
-    def train_autoencoder(checked: dict) -> dict:
-        force = bool(get_current_context()["params"]["force_retrain"])
-        return _step("train_autoencoder", checked["path"], force=force, previous_month=checked.get("previous_month"))
+    def train_autoencoder(run: str) -> dict:
+        from include.segmentation import steps
+
+        return _call(steps.train_autoencoder, _open(run))
 
     @task(multiple_outputs=False)
-    def embed_markets(checked: dict, model: dict) -> dict:
-        return _step("embed_markets", checked["path"], model["path"])
+    def embed_markets(run: str) -> dict:
+        from include.segmentation import steps
+
+        return _call(steps.embed_markets, _open(run))
 
     @task(multiple_outputs=False)
-    def cluster_markets(static: dict, sequences: dict, embeddings: dict) -> dict:
-        fresh = bool(get_current_context()["params"]["force_retrain"])
-        return _step("cluster_markets", static["path"], embeddings["path"], sequences["trends_path"], fresh=fresh)
+    def cluster_markets(run: str) -> dict:
+        from include.segmentation import steps
+
+        return _call(steps.cluster_markets, _open(run))
+
+    @task(multiple_outputs=False)
+    def align_segments(run: str) -> dict:
+        from include.segmentation import steps
+
+        return _call(steps.align_segments, _open(run))
+
+    @task(multiple_outputs=False)
+    def profile_segments(run: str) -> dict:
+        from include.segmentation import steps
+
+        return _call(steps.profile_segments, _open(run))
 
     # Beside the write, so a dry run still gets its report and a report problem never holds back segments.
     @task(multiple_outputs=False)
-    def build_report(clusters: dict) -> dict:
-        return _step("build_report")
+    def build_report(run: str) -> dict:
+        from include.segmentation import steps
+
+        return _call(steps.build_report, _open(run))
 
     # Outlets: a successful write updates the segment assets; a failed or dry run (skipped) does not.
     @task(multiple_outputs=False, outlets=segment_assets(DEFAULTS.warehouse))
-    def write_segments(clusters: dict, model: dict) -> dict:
+    def write_segments(run: str) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from include.segmentation.steps import run_metrics
+        from include.segmentation import steps
 
-        context = get_current_context()
-        metrics = run_metrics(clusters, model)
-        dry_run = bool(context["params"]["dry_run"])
-        result = _step(
-            "write_month", clusters["path"], clusters["profiles_path"], metrics, context["run_id"], dry_run=dry_run
-        )
-        if dry_run:
+        result = _call(steps.write_segments, _open(run))
+        if result["dry_run"]:
             raise AirflowSkipException(f"dry run: {result['model_version']} computed, nothing written")
         return result
 
-    static = extract_static_features()
-    sequences = build_sequences()
-    checked = check_data_quality(static, sequences)
-    model = train_autoencoder(checked)
-    embeddings = embed_markets(checked, model)
-    clusters = cluster_markets(static, sequences, embeddings)
-    build_report(clusters)
-    write_segments(clusters, model)
+    # Each task gets the run's folder; the files a step reads are named by the run's catalogue.
+    run = start_run()
+    static, sequences = extract_static_features(run), build_sequences(run)
+    checked = check_data_quality(run)
+    [static, sequences] >> checked
+    inputs = prepare_inputs(run)
+    previous = read_previous(run)
+    checked >> inputs
+    wait_for_previous_month(run) >> previous
+    model = train_autoencoder(run)
+    [inputs, previous] >> model
+    embeddings = embed_markets(run)
+    clusters = cluster_markets(run)
+    aligned = align_segments(run)
+    profiles = profile_segments(run)
+    model >> embeddings >> clusters >> aligned >> profiles
+    profiles >> [build_report(run), write_segments(run)]
 
 
 market_segmentation()

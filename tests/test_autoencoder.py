@@ -42,8 +42,7 @@ def test_same_seed_same_model_and_save_load_round_trip(tmp_path):
     a = train_autoencoder(x, SMALL, seed=11)
     b = train_autoencoder(x, SMALL, seed=11)
     np.testing.assert_array_equal(embed(a, x), embed(b, x))
-    a.save(tmp_path / "model.pt")
-    loaded = TrainedAutoencoder.load(tmp_path / "model.pt", device="cpu")
+    loaded = TrainedAutoencoder.from_bytes(a.to_bytes(), device="cpu")
     np.testing.assert_array_equal(embed(loaded, x), embed(a, x))
     assert loaded.losses == a.losses
     assert loaded.seq_len == 12

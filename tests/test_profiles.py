@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from include.segmentation.core.clustering import STATIC_FEATURES
+from include.segmentation.core.features import STATIC_FEATURES
 from include.segmentation.core.profiles import (
     SIZE_FEATURES,
     TREND_FEATURES,

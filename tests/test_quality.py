@@ -9,7 +9,7 @@ import pytest
 from include.segmentation import steps as pipeline
 from include.segmentation.adapters.storage import read_json, read_npz, read_parquet
 from include.segmentation.config import QualityConfig, SegmentationConfig
-from include.segmentation.core.clustering import STATIC_FEATURES
+from include.segmentation.core.features import STATIC_FEATURES
 from include.segmentation.core.quality import CHECKS as CHECKS_TEXT
 from include.segmentation.core.quality import Finding, apply_policies, market_findings
 from include.segmentation.local.demo_data import load_star, synthetic_star

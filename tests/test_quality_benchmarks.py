@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks import planted, stability
 from benchmarks.report import mean_sd, table
-from include.segmentation.core.clustering import STATIC_FEATURES
+from include.segmentation.core.features import STATIC_FEATURES
 from include.segmentation.core.sequences import MONTHLY_COLUMNS
 
 FLOAT = r"-?\d+\.\d{3}"

@@ -13,7 +13,7 @@ import pytest
 from include.segmentation import report
 from include.segmentation.adapters.storage import read_json, read_parquet
 from include.segmentation.config import SegmentationConfig
-from include.segmentation.core.clustering import STATIC_FEATURES
+from include.segmentation.core.features import STATIC_FEATURES
 from include.segmentation.steps import month_dir
 
 

@@ -1,7 +1,8 @@
 """One self-contained HTML report per run: what the month's segmentation found, in figures.
 
-``build_report(config, month)`` reads the month's artifacts (``<artifacts_dir>/<YYYY-MM>/``) and
-writes ``report.html`` beside them: the run's figures (month, model version, k, silhouettes), a 2-D
+``render_report(run)`` reads one run's artifacts (``adapters.catalog.RunArtifacts``; the step
+``steps.build_report`` writes the result to ``run.report``): the run itself (run id, start time,
+Params, dry run or not), its figures (month, model version, k, silhouettes), a 2-D
 PCA scatter of the hybrid features coloured by segment, the autoencoder's training loss, the
 k-selection curve, the segment profiles with their descriptions, and the markets that changed
 segment since the previous month. The figures are plotly; plotly.js is inlined once (about 5 MB),
@@ -27,24 +28,19 @@ import pandas as pd
 from markupsafe import Markup
 
 from include.segmentation.adapters.storage import read_json, read_parquet
-from include.segmentation.config import SegmentationConfig
-from include.segmentation.core.clustering import STATIC_FEATURES
+from include.segmentation.core.autoencoder import training_summary
+from include.segmentation.core.features import STATIC_FEATURES
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
-    from airflow.sdk import ObjectStoragePath
+
+    from include.segmentation.adapters.catalog import RunArtifacts
 
 #: The report's page layout (jinja2; every value is autoescaped).
 TEMPLATES = Path(__file__).with_name("templates")
 
-#: The report's file name in the month's artifact folder.
-REPORT_NAME = "report.html"
-
 #: The plugin replaces this comment with its navigation bar when it serves the report.
 NAV_MARKER = "<!--segments-nav-->"
-
-#: Artifacts the report needs, by file name (``model.json`` carries the per-epoch losses).
-REQUIRED = ("segments.parquet", "embeddings.parquet", "metrics.json", "model.json", "profiles.parquet")
 
 #: Segment colours (plotly's qualitative "Plotly" palette, then "D3"); unassigned markets are grey.
 _PALETTE = (
@@ -55,17 +51,16 @@ _NOISE_COLOUR = "#B0B0B0"
 
 
 @dataclass(frozen=True)
-class RunArtifacts:
-    """What one month's run left in the artifact store, as read by ``load_run``.
+class ReportInputs:
+    """What one run left in the artifact store, as the report reads it (``load_inputs``).
 
     ``segments``: one row per market (``market_key``, ``STATIC_FEATURES``, names, ``segment_id``
     with -1 for unassigned, ``previous_segment_id`` NaN when none); ``embeddings``: ``market_key``,
     ``e0..e{d-1}``; ``profiles``: one row per SegmentID (see ``profiles.segment_profiles``);
-    ``metrics``: ``metrics.json``; ``model``: ``model.json`` (``losses`` per round, ``device``, how training stopped);
-    ``excluded``: ``market_key``, ``reason`` (empty when the file is absent).
+    ``metrics``: ``metrics.json``; ``model``: ``model.json`` (``losses`` per round, ``device``, how
+    training stopped); ``excluded``: ``market_key``, ``check``, ``reason``.
     """
 
-    month: pd.Period
     segments: pd.DataFrame
     embeddings: pd.DataFrame
     profiles: pd.DataFrame
@@ -74,35 +69,29 @@ class RunArtifacts:
     excluded: pd.DataFrame
 
 
-def report_path(config: SegmentationConfig, month: pd.Period) -> ObjectStoragePath:
-    """Where the month's report lives: ``<artifacts_dir>/<YYYY-MM>/report.html``."""
-    from include.segmentation.steps import month_dir  # lazy: pipeline may import this module
-
-    return month_dir(config, month) / REPORT_NAME
-
-
-def load_run(config: SegmentationConfig, month: pd.Period) -> RunArtifacts:
-    """Read the month's artifacts. Raises ``ValueError`` naming every missing artifact (and its folder)."""
-    from include.segmentation.steps import month_dir
-
-    folder = month_dir(config, month)
-    missing = [name for name in REQUIRED if not (folder / name).exists()]
-    if missing:
-        raise ValueError(
-            f"cannot build the {month} report: artifact(s) {missing} missing in {folder} "
-            "(run the DAG for this month first)"
-        )
-    excluded_path = folder / "excluded.parquet"
-    excluded = read_parquet(excluded_path) if excluded_path.exists() else pd.DataFrame(columns=["market_key", "reason"])
-    return RunArtifacts(
-        month=month,
-        segments=read_parquet(folder / "segments.parquet"),
-        embeddings=read_parquet(folder / "embeddings.parquet"),
-        profiles=read_parquet(folder / "profiles.parquet"),
-        metrics=read_json(folder / "metrics.json"),
-        model=read_json(folder / "model.json"),
-        excluded=excluded,
+def load_inputs(run: RunArtifacts) -> ReportInputs:
+    """Read the run's artifacts the report needs. Raises ``ArtifactError`` naming a missing or unreadable one."""
+    return ReportInputs(
+        segments=read_parquet(run.segments),
+        embeddings=read_parquet(run.embeddings),
+        profiles=read_parquet(run.profiles),
+        metrics=read_json(run.metrics),
+        model=read_json(run.model),
+        excluded=read_parquet(run.excluded),
     )
+
+
+def run_facts(run: RunArtifacts) -> list[tuple[str, str]]:
+    """Which run this is: run id, start time (UTC), dry run or real, and the Params it ran with."""
+    info = run.info
+    params = info.get("params") or {}
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(params.items()) if v is not None) or "defaults"
+    return [
+        ("run id", run.run_id),
+        ("started (UTC)", str(info.get("started_at") or "n/a")),
+        ("run type", "DRY RUN: nothing written to the warehouse" if run.dry_run else "writes to the warehouse"),
+        ("params", shown),
+    ]
 
 
 def segment_label(segment_id: object) -> str:
@@ -396,8 +385,6 @@ def _training_fact(model: Mapping) -> str:
     # model.json of train_autoencoder; older ones have no stop_reason.
     if not model.get("stop_reason"):
         return "n/a"
-    from include.segmentation.steps import training_summary
-
     text = training_summary(model)
     if model["stop_reason"] != "converged":
         knob = "model.max_steps" if model["stop_reason"] == "max_steps" else "model.epochs"
@@ -405,17 +392,22 @@ def _training_fact(model: Mapping) -> str:
     return text
 
 
-def render_report(run: RunArtifacts, model_version: str, static_weight: float) -> str:
+def render_report(run: RunArtifacts) -> str:
     """The report's HTML (a complete document, plotly.js inline) from a run's artifacts.
 
-    ``static_weight`` (0-1) must be the run's (after Params), so the PCA shows the features that
-    were clustered. Raises ``ValueError`` from the figure builders on inconsistent artifacts.
+    The PCA uses the run's own ``clustering.static_weight`` (after Params), so it shows the features
+    that were clustered. Raises ``ArtifactError`` for a missing artifact and ``ValueError`` from the
+    figure builders on inconsistent ones.
     """
     from plotly.offline import get_plotlyjs
 
-    metrics, model = run.metrics, run.model
+    from include.segmentation.adapters.writeback import model_version
+
+    inputs = load_inputs(run)
+    metrics, model = inputs.metrics, inputs.model
+    static_weight = run.config.clustering.static_weight
     k = int(metrics["n_clusters"])
-    projection = pca_projection(run.segments, run.embeddings, static_weight)
+    projection = pca_projection(inputs.segments, inputs.embeddings, static_weight)
     figures = {
         "pca": _figure_html(pca_figure(projection), "pca-plot"),
         "silhouette": _figure_html(silhouette_figure(metrics), "silhouette-plot"),
@@ -425,19 +417,20 @@ def render_report(run: RunArtifacts, model_version: str, static_weight: float) -
         figures["k_curve"] = _figure_html(
             k_curve_figure(metrics["k_curve"], k, metrics.get("k_curve_gap")), "k-curve-plot"
         )
-    headers, rows = profile_rows(run.profiles)
-    moved = changed_markets(run.segments)
+    headers, rows = profile_rows(inputs.profiles)
+    moved = changed_markets(inputs.segments)
     previous_month = metrics.get("previous_month")
-    prev = pd.to_numeric(run.segments["previous_segment_id"], errors="coerce")
+    prev = pd.to_numeric(inputs.segments["previous_segment_id"], errors="coerce")
     stability = _finite(metrics.get("stability"))
     facts = [
         ("month", str(run.month)),
-        ("model version", model_version),
+        *run_facts(run),
+        ("model version", model_version(run.config.model_version_prefix, run.month)),
         ("algorithm", str(metrics.get("algorithm", "n/a"))),
         ("k (segments)", str(k)),
         ("why this k", str(metrics.get("k_reason") or "n/a")),
-        ("markets segmented", str(len(run.segments))),
-        ("markets excluded", str(run.excluded["market_key"].nunique() if len(run.excluded) else 0)),
+        ("markets segmented", str(len(inputs.segments))),
+        ("markets excluded", str(inputs.excluded["market_key"].nunique())),
         ("unassigned share", _fmt(metrics.get("noise_fraction"), ".1%")),
         ("silhouette hybrid", _fmt(metrics.get("silhouette_hybrid"))),
         ("silhouette LSTM-only", _fmt(metrics.get("silhouette_lstm"))),
@@ -451,6 +444,7 @@ def render_report(run: RunArtifacts, model_version: str, static_weight: float) -
     ]
     return _template().render(
         month=str(run.month),
+        dry_run=run.dry_run,
         facts=facts,
         plotlyjs=Markup(get_plotlyjs()),
         figures={name: Markup(value) for name, value in figures.items()},
@@ -459,23 +453,6 @@ def render_report(run: RunArtifacts, model_version: str, static_weight: float) -
         moved=moved.to_dict("records"),
         previous_month=previous_month,
         n_new=int((prev.isna()).sum()) if previous_month else 0,
-        excluded=run.excluded.sort_values("market_key").to_dict("records"),
+        excluded=inputs.excluded.sort_values("market_key").to_dict("records"),
         nav=Markup(NAV_MARKER),
     )
-
-
-def build_report(config: SegmentationConfig, month: pd.Period) -> str:
-    """Write ``<artifacts_dir>/<YYYY-MM>/report.html`` for ``month`` and return its path (a string, for XCom).
-
-    ``config`` must be the run's configuration (file + Params: ``clustering.static_weight`` shapes the
-    PCA). Reads ``segments.parquet``, ``embeddings.parquet``, ``profiles.parquet``, ``metrics.json``,
-    ``model.json`` and, when present, ``excluded.parquet``. Overwrites an earlier report (a re-run
-    of the month). Raises ``ValueError`` naming any missing artifact.
-    """
-    from include.segmentation.adapters.writeback import model_version
-
-    run = load_run(config, month)
-    text = render_report(run, model_version(config.model_version_prefix, month), config.clustering.static_weight)
-    path = report_path(config, month)
-    path.write_text(text, encoding="utf-8")
-    return str(path)

@@ -1,45 +1,47 @@
-"""The DAG's steps as plain functions: config + month + artifact paths in, small dicts out.
+"""The DAG's steps: each reads its inputs from the run's catalogue, calls pure functions, writes its outputs.
 
-Each step reads its inputs from the previous steps' artifacts, writes its own under
-``<artifacts_dir>/<YYYY-MM>/`` (overwriting: a re-run of a month is idempotent) and returns only
-paths and small metrics, which is all the DAG passes through XCom.
+The flow (one DAG task per step, in this order)::
+
+    start_run -> extract_static_features, build_sequences -> check_data_quality -> prepare_inputs
+              -> read_previous -> train_autoencoder -> embed_markets -> cluster_markets
+              -> align_segments -> profile_segments -> build_report, write_segments
+
+Every step takes the run (``adapters.catalog.RunArtifacts``: the configuration snapshot, month,
+run id and the paths of every file) and returns only small figures, which is all the DAG passes
+through XCom besides the run's folder. The numbers come from ``core`` (numpy, pandas, torch,
+scikit-learn; no Airflow, no warehouse, no files); the warehouse from ``adapters.warehouse``.
+A step that is re-run overwrites its own files (atomically), never another run's.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from include.segmentation.adapters.catalog import RunArtifacts
 from include.segmentation.adapters.storage import (
-    as_path,
+    ArtifactError,
+    read_bytes,
     read_json,
     read_npz,
     read_parquet,
+    sha256,
+    write_bytes,
     write_json,
     write_npz,
     write_parquet,
+    write_text,
 )
 from include.segmentation.adapters.warehouse import connect, query_frame, render_sql
-from include.segmentation.adapters.writeback import RunRecord, model_version, write_segments
 from include.segmentation.config import SegmentationConfig
 from include.segmentation.core import sequences as seq
-from include.segmentation.core.clustering import STATIC_FEATURES, market_size
-from include.segmentation.core.profiles import market_trends, segment_profiles
-
-if TYPE_CHECKING:
-    from airflow.sdk import ObjectStoragePath
+from include.segmentation.core.features import SEQUENCE_FEATURES, STATIC_FEATURES
 
 log = logging.getLogger(__name__)
-
-
-def month_dir(config: SegmentationConfig, month: pd.Period) -> ObjectStoragePath:
-    """The artifact folder of one month, e.g. ``file:///.../artifacts/2013-12`` or ``s3://bucket/.../2013-12``."""
-    return as_path(config.artifacts_dir) / month.strftime("%Y-%m")
 
 
 def month_seed(config: SegmentationConfig, month: pd.Period) -> int:
@@ -53,14 +55,29 @@ def _bounds(month: pd.Period, n_months: int) -> dict[str, object]:
     return {"start": (month - n_months + 1).start_time.date(), "end": (month + 1).start_time.date()}
 
 
-def extract_static_features(config: SegmentationConfig, month: pd.Period) -> dict:
-    """Query static features (``sql/static_features.sql``) over the ``seq_len`` months ending at ``month``.
+def start_run(
+    config: SegmentationConfig, month: pd.Period, run_id: str, info: dict[str, Any] | None = None
+) -> RunArtifacts:
+    """Open a run: write its configuration snapshot and ``run.json`` (``info``: Params, dry run, times).
 
-    Writes ``static.parquet``: one row per market with ``market_key``, ``STATIC_FEATURES``,
-    ``n_customers`` and the market's name, country and territory group.
+    Every later step reads the snapshot, never the configuration file, so an edit made while the run
+    is under way does not reach it. Returns the run; ``str(run.folder)`` is what the DAG passes on.
     """
-    w = config.warehouse
-    b = _bounds(month, config.sequences.seq_len)
+    run = RunArtifacts(config, month, run_id, dict(info or {}))
+    run.start()
+    log.info("run %s segments %s; its files are in %s", run_id, month, run.folder)
+    return run
+
+
+def extract_static_features(run: RunArtifacts) -> dict:
+    """Query static features (``sql/static_features.sql``) over the ``seq_len`` months ending at the month.
+
+    Writes ``run.static``: one row per market with ``market_key``, ``STATIC_FEATURES``,
+    ``n_customers`` and the market's name, country and territory group. Raises ``ValueError`` when
+    the window has no sales, or a market has two rows in the territory table.
+    """
+    w = run.config.warehouse
+    b = _bounds(run.month, run.config.sequences.seq_len)
     with connect(w) as conn:
         static = query_frame(
             conn, render_sql("static_features.sql", w), {"window_start": b["start"], "window_end": b["end"]}
@@ -76,68 +93,72 @@ def extract_static_features(config: SegmentationConfig, month: pd.Period) -> dic
     if len(dup):
         raise ValueError(f"market {dup.iloc[0]!r} has more than one row in {w.territory.name}")
     static = static.merge(markets, on="market_key", how="left")
-    path = write_parquet(static, month_dir(config, month) / "static.parquet")
-    log.info("static features for %d markets in %s", len(static), month)
+    write_parquet(static, run.static)
+    log.info("static features for %d markets in %s", len(static), run.month)
     if not w.customer.is_type2:
         log.warning(
             "%s has no valid_from/valid_to configured: loyalty status and lifetime value are current values, "
             "not as of %s (recorded in the run record)",
             w.customer.name,
-            month,
+            run.month,
         )
-    return {"path": path, "n_markets": len(static)}
+    return {"n_markets": len(static)}
 
 
-def build_sequences(config: SegmentationConfig, month: pd.Period) -> dict:
+def build_sequences(run: RunArtifacts) -> dict:
     """Monthly aggregates (``sql/monthly_sales.sql``) over ``history_months`` -> per-market arrays.
 
-    Writes ``sequences.npz`` for every market with sales in the history: ``markets`` ``(n,)``,
-    ``features`` ``(n, history_months, 4)`` float32 (``sequences.FEATURES``, unscaled),
-    ``revenue`` ``(n, history_months)`` net revenue per month (currency), ``n_lines`` (order lines
-    per month) and ``active`` (months with sale lines); and ``trends.parquet``
-    (``profiles.market_trends`` per market: ``TREND_FEATURES`` and ``avg_monthly_revenue``). Which markets
-    are fit to segment is ``check_data_quality``'s decision. Raises ``ValueError`` when the history
-    has no sales at all.
+    Writes ``run.sequences`` for every market with sales in the history: ``markets`` ``(n,)``,
+    ``features`` ``(n, history_months, 4)`` float32 (``SEQUENCE_FEATURES``, unscaled), ``revenue``
+    ``(n, history_months)`` net revenue per month (currency), ``n_lines`` (order lines per month)
+    and ``active`` (months with sale lines); and ``run.trends`` (``profiles.market_trends`` per
+    market: ``TREND_FEATURES`` and ``avg_monthly_revenue``). Raises ``ValueError`` when the
+    history has no sales at all.
     """
-    w, s = config.warehouse, config.sequences
-    b = _bounds(month, s.history_months)
+    from include.segmentation.core.profiles import market_trends
+
+    w, s = run.config.warehouse, run.config.sequences
+    b = _bounds(run.month, s.history_months)
     with connect(w) as conn:
         monthly = query_frame(
             conn, render_sql("monthly_sales.sql", w), {"history_start": b["start"], "window_end": b["end"]}
         )
     if monthly.empty:
         raise ValueError(f"no sales at all in {w.fact_sale.name} between {b['start']} and {b['end']} (exclusive)")
-    markets, grid = seq.monthly_grid(monthly, seq.month_range(month, s.history_months))
+    markets, grid = seq.monthly_grid(monthly, seq.month_range(run.month, s.history_months))
     trends = market_trends(grid[..., 0], s.seq_len)
     trends.insert(0, "market_key", markets.astype(str))
-    trends_path = write_parquet(trends, month_dir(config, month) / "trends.parquet")
-    path = write_npz(
-        month_dir(config, month) / "sequences.npz",
+    write_parquet(trends, run.trends)
+    write_npz(
+        run.sequences,
         markets=markets.astype(str),
         features=seq.sequence_features(grid).astype(np.float32),
         revenue=grid[..., 0],
         active=grid[..., 2] > 0,  # a month with sale lines, even if returns net its revenue to zero
         n_lines=grid[..., 2],  # order lines per month: the data-quality gate's "thin" check counts them
     )
-    return {"path": path, "trends_path": trends_path, "n_markets": len(markets)}
+    return {"n_markets": len(markets)}
 
 
-def check_data_quality(config: SegmentationConfig, month: pd.Period, static_path: str, sequences_path: str) -> dict:
-    """The data-quality gate (``quality.py``), then the model's inputs for the markets that pass.
+def _eligible(run: RunArtifacts, markets: np.ndarray) -> np.ndarray:
+    """Markets (of ``sequences``' order) with static features that the gate did not exclude: a bool mask."""
+    static_keys = read_parquet(run.static)["market_key"].to_numpy(dtype=str)
+    excluded = read_parquet(run.excluded)["market_key"].to_numpy(dtype=str)
+    # numpy str arrays on both sides: np.isin sorts instead of comparing every pair (object arrays)
+    return np.isin(markets, static_keys) & ~np.isin(markets, excluded)
 
-    Runs every check under its configured policy and writes ``quality.json`` (per check: policy,
-    count, markets, examples) and ``excluded.parquet`` (market, check, reason). Then, for the
-    eligible markets, writes ``inputs.npz`` (``sequences.model_inputs``): ``train``
-    ``(n_windows, seq_len, 4)`` float32 (at most ``model.max_train_windows``, sampled with the
-    month's seed), ``valid`` (windows of the ``model.validation_share`` of markets held out for
-    early stopping), ``latest`` ``(n_markets, seq_len, 4)`` float32, ``markets`` and the scaler
-    fitted on ``train``.
 
-    Raises ``ValueError`` naming the check, the count and example markets when a ``fail`` check
-    finds anything, or when too few markets remain to cluster.
+def check_data_quality(run: RunArtifacts) -> dict:
+    """The data-quality gate (``core/quality.py``): which markets may be segmented this month.
+
+    Runs every check under its configured policy and writes ``run.quality`` (per check: policy,
+    count, markets, examples) and ``run.excluded`` (market, check, reason). Raises ``ValueError``
+    naming the check, the count and example markets when a ``fail`` check finds anything, or when
+    too few markets remain to cluster.
     """
     from include.segmentation.core.quality import apply_policies, market_findings, warehouse_findings
 
+    config, month = run.config, run.month
     w, s, q = config.warehouse, config.sequences, config.quality
     history, window = _bounds(month, s.history_months), _bounds(month, s.seq_len)
     params = {"history_start": history["start"], "window_start": window["start"], "window_end": window["end"]}
@@ -145,43 +166,54 @@ def check_data_quality(config: SegmentationConfig, month: pd.Period, static_path
     with connect(w) as conn:
         per_market = query_frame(conn, render_sql("quality_markets.sql", w, n_loyalty=len(q.loyalty_values)), params)
         table = query_frame(conn, render_sql("quality_table.sql", w)).iloc[0]
-    static = read_parquet(static_path)
-    data = read_npz(sequences_path)
+    data = read_npz(run.sequences)
     markets = data["markets"].astype(str)
     findings = market_findings(
-        static,
+        read_parquet(run.static),
         markets,
         data["revenue"],
         data["active"],
         s.seq_len,
         s.min_active_months,
-        n_lines=data.get("n_lines"),  # absent from a sequences.npz written before it was stored
+        n_lines=data["n_lines"],
         min_lines=q.thin_min_lines,
         min_customers=q.thin_min_customers,
     )
     report = apply_policies(findings + warehouse_findings(per_market, table), q)
-    folder = month_dir(config, month)
-    quality_path = write_json(
-        folder / "quality.json", {"checks": report.results, "failures": report.failures, "warnings": report.warnings}
-    )
-    excluded_path = write_parquet(report.excluded, folder / "excluded.parquet")
+    write_json(run.quality, {"checks": report.results, "failures": report.failures, "warnings": report.warnings})
+    write_parquet(report.excluded, run.excluded)
     for text in report.warnings:
         log.warning("data quality, %s: %s", month, text)
     if report.failures:
         raise ValueError(f"data-quality checks failed for {month}: " + "; ".join(report.failures))
-
-    # numpy str arrays on both sides: np.isin sorts instead of comparing every pair (object arrays)
-    static_keys = static["market_key"].to_numpy(dtype=str)
-    eligible = np.isin(markets, static_keys) & ~np.isin(markets, np.array(list(report.excluded_markets), dtype=str))
+    n_eligible = int(_eligible(run, markets).sum())
     c = config.clustering
     needed = max(3, (c.n_clusters or c.k_min) + 1)
-    if eligible.sum() < needed:
+    if n_eligible < needed:
         raise ValueError(
-            f"{int(eligible.sum())} market(s) left for {month} after the data-quality checks (excluded: "
+            f"{n_eligible} market(s) left for {month} after the data-quality checks (excluded: "
             f"{len(report.excluded_markets)}); clustering into {c.n_clusters or c.k_min}+ segments needs at "
             f"least {needed}. Checks that excluded markets: {sorted(set(report.excluded['check']))}"
         )
-    m = config.model
+    return {
+        "n_markets": n_eligible,
+        "n_excluded": len(report.excluded_markets),
+        "flagged": {name: r["count"] for name, r in report.results.items() if r["count"]},
+    }
+
+
+def prepare_inputs(run: RunArtifacts) -> dict:
+    """The model's inputs for the markets that passed the gate (``sequences.model_inputs``).
+
+    Writes ``run.inputs``: ``train`` ``(n_windows, seq_len, 4)`` float32 (at most
+    ``model.max_train_windows``, sampled with the month's seed), ``valid`` (windows of the
+    ``model.validation_share`` of markets held out for early stopping), ``latest``
+    ``(n_markets, seq_len, 4)`` float32, ``markets`` and the scaler fitted on ``train``.
+    """
+    config, s, m = run.config, run.config.sequences, run.config.model
+    data = read_npz(run.sequences)
+    markets = data["markets"].astype(str)
+    eligible = _eligible(run, markets)
     inputs = seq.model_inputs(
         data["features"][eligible],
         data["active"][eligible],
@@ -189,33 +221,66 @@ def check_data_quality(config: SegmentationConfig, month: pd.Period, static_path
         s.min_active_months,
         m.max_train_windows,
         m.validation_share,
-        month_seed(config, month),
+        month_seed(config, run.month),
     )
-    path = write_npz(
-        folder / "inputs.npz",
+    write_npz(
+        run.inputs,
         train=inputs.train,
         valid=inputs.valid,
         latest=inputs.latest,
         markets=markets[eligible],
-        features=np.array(seq.FEATURES),
+        features=np.array(SEQUENCE_FEATURES),
         scaler_mean=inputs.scaler.mean,
         scaler_std=inputs.scaler.std,
     )
-    _, previous_month, _ = previous_segments(config, month)
     return {
-        "path": path,
-        "previous_month": str(previous_month) if previous_month is not None else None,
-        "quality_path": quality_path,
-        "excluded_path": excluded_path,
         "n_markets": int(eligible.sum()),
-        "n_excluded": len(report.excluded_markets),
         "n_train_windows": len(inputs.train),
         "n_valid_windows": len(inputs.valid),
-        "flagged": {name: r["count"] for name, r in report.results.items() if r["count"]},
     }
 
 
+def read_previous(run: RunArtifacts) -> dict:
+    """The published month this run continues from: the latest earlier month in ``MARKET_SEGMENT``.
+
+    Writes ``run.previous`` (``month`` YYYY-MM or null, the ``run_id`` that wrote it, ``max_id``: the
+    highest SegmentID used before this month) and ``run.previous_segments`` (``market_key``,
+    ``segment_id``). Read once per run, so training (warm start), clustering (k and centres) and
+    alignment (SegmentIDs) all continue from the same month. The DAG runs this step only after the
+    previous DAG run's write has finished (``depends_on_past``), so months are aligned in order.
+    """
+    w = run.config.warehouse
+    ids = pd.DataFrame({"market_key": pd.Series(dtype=str), "segment_id": pd.Series(dtype="float64")})
+    previous: dict[str, Any] = {"month": None, "run_id": None, "max_id": 0}
+    with connect(w) as conn:
+        exists = query_frame(conn, render_sql("table_exists.sql", w), {"table_name": w.market_segment_table})
+        if int(exists["n"].iloc[0]):
+            prev = query_frame(
+                conn, render_sql("previous_segments.sql", w), {"segment_month": run.month.start_time.date()}
+            )
+            if not prev.empty:
+                ids = pd.DataFrame(
+                    {"market_key": prev["market_key"].astype(str), "segment_id": pd.to_numeric(prev["segment_id"])}
+                )
+                previous = {
+                    "month": str(pd.Timestamp(prev["segment_month"].iloc[0]).to_period("M")),
+                    "run_id": str(prev["run_id"].iloc[0]),
+                    "max_id": int(pd.to_numeric(prev["max_id"]).max()),
+                }
+    write_parquet(ids, run.previous_segments)
+    write_json(run.previous, previous)
+    return {"previous_month": previous["month"], "previous_run_id": previous["run_id"]}
+
+
+def _previous_ids(run: RunArtifacts) -> tuple[pd.Series, dict]:
+    # market key -> last month's SegmentID, and previous.json
+    frame = read_parquet(run.previous_segments)
+    ids = pd.Series(frame["segment_id"].to_numpy(dtype="float64"), index=frame["market_key"].astype(str))
+    return ids, read_json(run.previous)
+
+
 def _fingerprint(config: SegmentationConfig, windows: list[np.ndarray], seed: int, warm_from: str = "") -> str:
+    # What a trained model is a function of: settings, seed, starting model and the windows themselves.
     h = hashlib.sha256(config.model.model_dump_json().encode())
     h.update(str(seed).encode())
     h.update(warm_from.encode())  # the fingerprint of the model this one continued from, if any
@@ -224,185 +289,174 @@ def _fingerprint(config: SegmentationConfig, windows: list[np.ndarray], seed: in
     return h.hexdigest()
 
 
-def _warm_start(config: SegmentationConfig, previous_month: str | None):
-    """Last month's trained model and its fingerprint, when it exists and has this run's shape; else ``(None, "")``.
+def load_model(run: RunArtifacts, meta: dict, device: str | None = None):
+    """The stored model ``meta`` (a ``model.json``) names, after checking its SHA-256.
 
-    A missing, unreadable or differently shaped model (another ``seq_len`` or architecture) starts
+    Raises ``ArtifactError`` naming the file when it is missing, its checksum differs (truncated or
+    overwritten) or torch cannot read it.
+    """
+    from include.segmentation.core.autoencoder import TrainedAutoencoder
+
+    path = run.model_file(meta["fingerprint"])
+    data = read_bytes(path)
+    if sha256(data) != meta.get("sha256"):
+        raise ArtifactError(f"model {path} does not match its checksum in model.json (truncated or overwritten)")
+    try:
+        return TrainedAutoencoder.from_bytes(data, device=device)
+    except Exception as err:  # torch raises RuntimeError, EOFError, pickle errors... on damaged bytes
+        raise ArtifactError(f"model {path} cannot be read: {err}") from err
+
+
+def _warm_start(run: RunArtifacts, previous: dict):
+    """The published previous month's model and its fingerprint, when it is readable and has this run's
+    shape; else ``(None, "")``.
+
+    A missing, corrupt or differently shaped model (another ``seq_len`` or architecture) starts
     training from scratch, said in the log: a warm start is an optimisation of continuity, never a
     reason to fail a month.
     """
-    from include.segmentation.core.autoencoder import TrainedAutoencoder, model_shape
+    from include.segmentation.core.autoencoder import model_shape
 
-    if previous_month is None:
+    if run.fresh or previous["month"] is None:
         return None, ""
-    folder = month_dir(config, pd.Period(previous_month, "M"))
+    earlier = RunArtifacts(run.config, pd.Period(previous["month"], "M"), previous["run_id"])
     try:
-        meta = read_json(folder / "model.json")
-        previous = TrainedAutoencoder.load(folder / "model.pt")
-    except Exception as err:  # noqa: BLE001 - any unreadable model (truncated, garbage, old format): start fresh
-        log.warning(
-            "no warm start from %s (its model could not be read: %s); training from scratch", previous_month, err
-        )
+        meta = read_json(earlier.model)
+        model = load_model(earlier, meta)
+    except (ArtifactError, KeyError, ValueError) as err:
+        log.warning("no warm start from %s (%s); training from scratch", previous["month"], err)
         return None, ""
-    expected = model_shape(config.model, config.sequences.seq_len, len(seq.FEATURES))
-    if previous.shape != expected:
+    expected = model_shape(run.config.model, run.config.sequences.seq_len, len(SEQUENCE_FEATURES))
+    if model.shape != expected:
         log.info(
             "no warm start from %s: its model has shape %s, this run needs %s; training from scratch",
-            previous_month,
-            previous.shape,
+            previous["month"],
+            model.shape,
             expected,
         )
         return None, ""
-    return previous, str(meta.get("fingerprint", ""))
+    return model, meta["fingerprint"]
 
 
-def train_autoencoder(
-    config: SegmentationConfig,
-    month: pd.Period,
-    inputs_path: str,
-    force: bool = False,
-    previous_month: str | None = None,
-) -> dict:
-    """Train the LSTM autoencoder on the month's training windows (``inputs.npz``); writes ``model.pt``.
+def _reusable(run: RunArtifacts, fingerprint: str) -> dict | None:
+    """The stored model with this fingerprint, when one exists and its checksum holds; a damaged one is
+    deleted with a warning naming it, and retrained."""
+    path = run.model_file(fingerprint)
+    meta_path = path.with_suffix(".json")
+    if not (path.exists() and meta_path.exists()):
+        return None
+    try:
+        meta = read_json(meta_path)
+        load_model(run, meta)
+        return meta
+    except (ArtifactError, KeyError) as err:
+        log.warning("discarding the stored model %s and retraining: %s", path, err)
+        path.unlink(missing_ok=True)
+        meta_path.unlink(missing_ok=True)
+        return None
 
-    Continuity: with ``previous_month`` (``YYYY-MM``, the latest earlier month written to the
-    warehouse, from ``check_data_quality``), training continues from that month's model when it has
-    the same shape (``autoencoder.train_autoencoder``'s ``init``), so the latent space, and with it
-    the segments, carry over. ``force`` (the ``force_retrain`` Param) starts from scratch and
-    retrains even when this month's model exists. A model already trained for this month from the
-    same windows, settings, seed and starting model is reused. Uses CUDA when the worker has it,
-    else CPU. ``model.json`` records the losses per round, steps, how training stopped and the warm start.
+
+def train_autoencoder(run: RunArtifacts) -> dict:
+    """Train the LSTM autoencoder on the month's training windows (``run.inputs``).
+
+    Continuity: training continues from the model of the published previous month (``run.previous``)
+    when it has the same shape (``core.autoencoder.train_autoencoder``'s ``init``), so the latent
+    space, and with it the segments, carry over; ``run.fresh`` (the ``force_retrain`` Param) starts
+    from scratch. Models are stored once per fingerprint (windows, settings, seed, starting model)
+    under ``<artifacts_dir>/models/``, so a re-run reuses a verified model instead of retraining.
+    Uses CUDA when the worker has it, else CPU. Writes ``run.model``: fingerprint, SHA-256, losses
+    per round, steps, how training stopped, the warm start and the device.
     """
     from include.segmentation.core.autoencoder import train_autoencoder as fit
 
-    data = read_npz(inputs_path)
+    data = read_npz(run.inputs)
     train, valid = data["train"], data["valid"]
-    seed = month_seed(config, month)
-    init, init_fingerprint = (None, "") if force else _warm_start(config, previous_month)
-    fingerprint = _fingerprint(config, [train, valid], seed, init_fingerprint)
-    path = month_dir(config, month) / "model.pt"
-    meta_path = path.with_suffix(".json")
+    seed = month_seed(run.config, run.month)
+    previous = read_json(run.previous)
+    init, init_fingerprint = _warm_start(run, previous)
+    fingerprint = _fingerprint(run.config, [train, valid], seed, init_fingerprint)
+    meta = None if run.fresh else _reusable(run, fingerprint)
+    if meta is not None:
+        log.info("reusing the stored model %s (same windows, settings, seed and starting model)", fingerprint[:12])
+    else:
+        trained = fit(train, run.config.model, seed=seed, init=init, validation=valid)
+        blob = trained.to_bytes()
+        meta = {
+            "fingerprint": fingerprint,
+            "sha256": sha256(blob),
+            "final_loss": trained.losses[-1],
+            "epochs": len(trained.losses),  # rounds: epochs, or ROUND_STEPS steps on large data
+            "steps": trained.steps,
+            "stop_reason": trained.stop_reason,
+            "warm_start_from": previous["month"] if init is not None else None,
+            "device": trained.device,
+            "losses": trained.losses,
+            "val_losses": trained.val_losses,
+        }
+        model_file = run.model_file(fingerprint)
+        write_bytes(model_file, blob)
+        write_json(model_file.with_suffix(".json"), meta)
+    write_json(run.model, meta)
     keys = ("final_loss", "epochs", "steps", "stop_reason", "warm_start_from", "device")
-    if not force and path.exists() and meta_path.exists():
-        meta = read_json(meta_path)
-        if meta.get("fingerprint") == fingerprint and all(k in meta for k in keys):
-            log.info("reusing the model trained for %s (same data, settings, seed and starting model)", month)
-            return {"path": str(path), **{k: meta[k] for k in keys}}
-    trained = fit(train, config.model, seed=seed, init=init, validation=valid)
-    saved = trained.save(path)
-    meta = {
-        "fingerprint": fingerprint,
-        "final_loss": trained.losses[-1],
-        "epochs": len(trained.losses),  # rounds: epochs, or ROUND_STEPS steps on large data
-        "steps": trained.steps,
-        "stop_reason": trained.stop_reason,
-        "warm_start_from": previous_month if init is not None else None,
-        "device": trained.device,
-        "losses": trained.losses,
-        "val_losses": trained.val_losses,
-    }
-    write_json(meta_path, meta)
-    return {"path": saved, **{k: meta[k] for k in keys}}
+    return {k: meta[k] for k in keys}
 
 
-def run_metrics(clusters: dict, model: dict) -> dict:
-    """What ``write_month`` records: ``cluster_markets``' result plus the final loss and ``training_summary``."""
-    return clusters | {"final_loss": model["final_loss"], "training": training_summary(model)}
+def embed_markets(run: RunArtifacts) -> dict:
+    """Encode each eligible market's latest window; writes ``run.embeddings`` (market_key, e0..e{d-1})."""
+    from include.segmentation.core.autoencoder import embed, embedding_spread
 
-
-def training_summary(model: dict) -> str:
-    """One line on how training ended, for the run record and the report, from ``train_autoencoder``'s result."""
-    how = (
-        "converged"
-        if model.get("stop_reason") == "converged"
-        else f"stopped at its budget ({model.get('stop_reason')})"
-    )
-    warm = f", warm start from {model['warm_start_from']}" if model.get("warm_start_from") else ", from scratch"
-    return f"{how} after {model.get('steps', 0):,} steps{warm}"
-
-
-def embed_markets(config: SegmentationConfig, month: pd.Period, inputs_path: str, model_path: str) -> dict:
-    """Encode each eligible market's latest window; writes ``embeddings.parquet`` (market_key, e0..e{d-1})."""
-    from include.segmentation.core.autoencoder import TrainedAutoencoder, embed, embedding_spread
-
-    data = read_npz(inputs_path)
-    z = embed(TrainedAutoencoder.load(model_path), data["latest"], cpu_threads=config.model.cpu_threads)
+    data = read_npz(run.inputs)
+    model = load_model(run, read_json(run.model))
+    z = embed(model, data["latest"], cpu_threads=run.config.model.cpu_threads)
     spread = embedding_spread(z)
-    if spread < config.model.collapse_threshold:
+    if spread < run.config.model.collapse_threshold:
         log.warning(
             "embeddings for %s are nearly identical across markets (spread %.2e < %.0e): the LSTM block carries "
             "no information; train longer (epochs/min_steps) or check the sequence scaling",
-            month,
+            run.month,
             spread,
-            config.model.collapse_threshold,
+            run.config.model.collapse_threshold,
         )
     frame = pd.DataFrame(z, columns=[f"e{i}" for i in range(z.shape[1])])
     frame.insert(0, "market_key", data["markets"].astype(str))
-    path = write_parquet(frame, month_dir(config, month) / "embeddings.parquet")
-    return {"path": path, "n_markets": len(frame), "embedding_dim": int(z.shape[1]), "embedding_spread": spread}
+    write_parquet(frame, run.embeddings)
+    return {"n_markets": len(frame), "embedding_dim": int(z.shape[1]), "embedding_spread": spread}
 
 
-def previous_segments(config: SegmentationConfig, month: pd.Period) -> tuple[pd.Series, pd.Period | None, int]:
-    """The latest earlier month's SegmentIDs (market key -> id), that month, and the highest id used before.
+def _hybrid_inputs(run: RunArtifacts) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    # Static features and market size in the embeddings' market order, and the embedding matrix.
+    emb = read_parquet(run.embeddings)
+    static = read_parquet(run.static).set_index("market_key").loc[emb["market_key"]].reset_index()
+    trends = read_parquet(run.trends).set_index("market_key")
+    size = trends["avg_monthly_revenue"].reindex(emb["market_key"]).to_numpy()
+    return static, emb.drop(columns="market_key").to_numpy(dtype=np.float64), size
 
-    Empty, ``None`` and 0 on the first run (no segment table yet, or no earlier month).
+
+def cluster_markets(run: RunArtifacts) -> dict:
+    """Cluster the hybrid features (``core.clustering.cluster_markets``).
+
+    Continuity: last month's SegmentIDs (``run.previous_segments``) keep k unless the gap statistic
+    says otherwise and start the final K-Means; ``run.fresh`` chooses k and centres afresh. Market
+    size (``avg_monthly_revenue`` in ``run.trends``) enters with ``clustering.size_weight``.
+    Writes ``run.clusters`` (``market_key``, ``label``; -1 = noise) and ``run.clustering`` (k, why,
+    silhouettes, noise share, k curve). Raises ``ValueError`` when every market is noise.
     """
-    w = config.warehouse
-    with connect(w) as conn:
-        exists = query_frame(conn, render_sql("table_exists.sql", w), {"table_name": w.market_segment_table})
-        if int(exists["n"].iloc[0]) == 0:
-            return pd.Series(dtype="float64"), None, 0
-        prev = query_frame(conn, render_sql("previous_segments.sql", w), {"segment_month": month.start_time.date()})
-    if prev.empty:
-        return pd.Series(dtype="float64"), None, 0
-    ids = pd.Series(pd.to_numeric(prev["segment_id"]).to_numpy(), index=prev["market_key"].astype(str))
-    prev_month = pd.Timestamp(prev["segment_month"].iloc[0]).to_period("M")
-    return ids, prev_month, int(pd.to_numeric(prev["max_id"]).max())
-
-
-def cluster_markets(
-    config: SegmentationConfig,
-    month: pd.Period,
-    static_path: str,
-    embeddings_path: str,
-    trends_path: str,
-    fresh: bool = False,
-) -> dict:
-    """Cluster the hybrid features, carry last month's SegmentIDs over (``alignment.py``) and profile
-    the segments (``profiles.py``).
-
-    Continuity: last month's SegmentIDs (from the warehouse) keep k unless the gap statistic says
-    otherwise and start the final K-Means (``clustering.cluster_markets``' ``previous``); ``fresh``
-    (the ``force_retrain`` Param) chooses k and centres afresh. Either way the segments are then
-    matched to last month's SegmentIDs. Market size (``market_size`` of ``avg_monthly_revenue`` in
-    ``trends.parquet``) enters with ``clustering.size_weight``.
-
-    Writes ``segments.parquet`` (with ``segment_id`` and ``previous_segment_id``),
-    ``profiles.parquet`` (one row per SegmentID with its description) and ``metrics.json``; returns
-    both paths, k, silhouettes, noise share, stability and the previous month.
-    """
-    from include.segmentation.core.alignment import align_segment_ids, stability
     from include.segmentation.core.clustering import cluster_markets as fit
+    from include.segmentation.core.clustering import market_size
 
-    if config.clustering.n_clusters is not None and config.clustering.algorithm != "kmeans":
-        log.warning(
-            "n_clusters=%d ignored: %s finds the number of segments itself",
-            config.clustering.n_clusters,
-            config.clustering.algorithm,
-        )
-    emb = read_parquet(embeddings_path)
-    static = read_parquet(static_path).set_index("market_key").loc[emb["market_key"]].reset_index()
-    trends = read_parquet(trends_path)
-    size = trends.set_index("market_key")["avg_monthly_revenue"].reindex(emb["market_key"]).to_numpy()
-    previous, previous_month, max_id = previous_segments(config, month)
+    c, month = run.config.clustering, run.month
+    if c.n_clusters is not None and c.algorithm != "kmeans":
+        log.warning("n_clusters=%d ignored: %s finds the number of segments itself", c.n_clusters, c.algorithm)
+    static, embedding, size = _hybrid_inputs(run)
+    previous, _ = _previous_ids(run)
     last_ids = static["market_key"].map(previous).fillna(-1).to_numpy(dtype=np.int64)
     result = fit(
         static[list(STATIC_FEATURES)].to_numpy(dtype=np.float64),
-        emb.drop(columns="market_key").to_numpy(dtype=np.float64),
-        config.clustering,
-        seed=month_seed(config, month),
+        embedding,
+        c,
+        seed=month_seed(run.config, month),
         size=market_size(size),
-        previous=None if fresh else last_ids,
+        previous=None if run.fresh else last_ids,
     )
     if result.n_clusters == 0:
         raise ValueError(
@@ -410,23 +464,14 @@ def cluster_markets(
             "set clustering.dbscan_eps / min_samples, or use kmeans"
         )
     log.info("%s: k=%d, %s", month, result.n_clusters, result.k_reason)
-    markets = static["market_key"].to_numpy(dtype=object)
-    ids = align_segment_ids(markets, result.labels, previous, first_new_id=max_id + 1)
-    segments = static.assign(segment_id=ids, previous_segment_id=static["market_key"].map(previous))
-    path = write_parquet(segments, month_dir(config, month) / "segments.parquet")
-    profiles = segment_profiles(segments.merge(trends, on="market_key", how="left"))
-    profiles_path = write_parquet(profiles, month_dir(config, month) / "profiles.parquet")
-    for row in profiles.itertuples():
-        log.info("segment %d (%d markets): %s", row.segment_id, row.n_markets, row.description)
-    metrics = {
+    write_parquet(pd.DataFrame({"market_key": static["market_key"], "label": result.labels}), run.clusters)
+    clustering = {
         "algorithm": result.algorithm,
         "n_clusters": result.n_clusters,
         "noise_fraction": result.noise_fraction,
         "silhouette_hybrid": result.silhouette_hybrid,
         "silhouette_lstm": result.silhouette_lstm,
         "silhouette_static": result.silhouette_static,
-        "stability": stability(markets, ids, previous),
-        "previous_month": str(previous_month) if previous_month is not None else None,
         "k_reason": result.k_reason,
         "previous_k": result.previous_k,
         "warm_start": result.warm_start,
@@ -434,7 +479,7 @@ def cluster_markets(
         "k_curve_gap": {str(k): v for k, v in result.k_curve_gap.items()},
         "k_curve_gap_se": {str(k): v for k, v in result.k_curve_gap_se.items()},
     }
-    write_json(month_dir(config, month) / "metrics.json", metrics)
+    write_json(run.clustering, clustering)
     log.info(
         "%s: k=%d silhouettes hybrid=%.3f lstm=%.3f static=%.3f",
         month,
@@ -443,119 +488,124 @@ def cluster_markets(
         result.silhouette_lstm,
         result.silhouette_static,
     )
-    if previous_month is not None:
-        log.info("%.0f%% of markets keep their %s SegmentID", 100 * metrics["stability"], previous_month)
+    return _xcom({k: v for k, v in clustering.items() if not k.startswith("k_curve")})
+
+
+def _xcom(figures: dict) -> dict:
     # XCom is JSON: undefined figures travel as null, not NaN.
-    small = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in metrics.items()}
-    return {
-        "path": path,
-        "profiles_path": profiles_path,
-        **{k: v for k, v in small.items() if not k.startswith("k_curve")},
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in figures.items()}
+
+
+def align_segments(run: RunArtifacts) -> dict:
+    """Give this month's clusters last month's SegmentIDs (``core.alignment``), and sum the month up.
+
+    Writes ``run.segments`` (the static frame with ``segment_id``, -1 for noise, and
+    ``previous_segment_id``) and ``run.metrics``: ``run.clustering`` plus ``stability`` (share 0-1 of
+    markets keeping their SegmentID), ``previous_month``, ``final_loss`` and ``training`` (from
+    ``run.model``): what the run record and the report show.
+    """
+    from include.segmentation.core.alignment import align_segment_ids, stability
+    from include.segmentation.core.autoencoder import training_summary
+
+    clusters = read_parquet(run.clusters)
+    static = read_parquet(run.static).set_index("market_key").loc[clusters["market_key"]].reset_index()
+    previous, info = _previous_ids(run)
+    markets = static["market_key"].to_numpy(dtype=object)
+    ids = align_segment_ids(markets, clusters["label"].to_numpy(), previous, first_new_id=info["max_id"] + 1)
+    segments = static.assign(segment_id=ids, previous_segment_id=static["market_key"].map(previous))
+    write_parquet(segments, run.segments)
+    model = read_json(run.model)
+    metrics = read_json(run.clustering) | {
+        "stability": stability(markets, ids, previous),
+        "previous_month": info["month"],
+        "final_loss": model["final_loss"],
+        "training": training_summary(model),
     }
+    write_json(run.metrics, metrics)
+    if info["month"] is not None:
+        log.info("%.0f%% of markets keep their %s SegmentID", 100 * metrics["stability"], info["month"])
+    return _xcom({k: metrics[k] for k in ("stability", "previous_month")})
 
 
-def write_month(
-    config: SegmentationConfig,
-    month: pd.Period,
-    segments_path: str,
-    profiles_path: str,
-    metrics: dict,
-    run_id: str,
-    dry_run: bool = False,
-) -> dict:
-    """Write the month's SegmentIDs, segment profiles and run record (``writeback.write_segments``);
-    nothing if ``dry_run``."""
-    segments = read_parquet(segments_path)
-    excluded = read_parquet(month_dir(config, month) / "excluded.parquet")
-    quality = read_json(month_dir(config, month) / "quality.json")
-    record = RunRecord(
-        run_id=run_id,
-        model_version=model_version(config.model_version_prefix, month),
-        algorithm=metrics["algorithm"],
-        n_clusters=int(metrics["n_clusters"]),
-        n_markets=len(segments),
-        n_excluded=excluded["market_key"].nunique(),
-        noise_fraction=float(metrics["noise_fraction"]),
-        seq_len=config.sequences.seq_len,
-        silhouette_hybrid=metrics["silhouette_hybrid"],
-        silhouette_lstm=metrics["silhouette_lstm"],
-        silhouette_static=metrics["silhouette_static"],
-        final_loss=metrics.get("final_loss"),
-        stability=metrics.get("stability"),
-        customer_attributes="as of month end" if config.warehouse.customer.is_type2 else "current",
-        quality=json.dumps(quality["checks"], sort_keys=True),
-        k_reason=metrics.get("k_reason"),
-        training=metrics.get("training"),
+def profile_segments(run: RunArtifacts) -> dict:
+    """Profile each segment and describe it in one line (``core.profiles.segment_profiles``).
+
+    Writes ``run.profiles``: one row per SegmentID with its size, feature means/medians, dominant
+    region and description.
+    """
+    from include.segmentation.core.profiles import segment_profiles
+
+    segments = read_parquet(run.segments)
+    profiles = segment_profiles(segments.merge(read_parquet(run.trends), on="market_key", how="left"))
+    write_parquet(profiles, run.profiles)
+    for row in profiles.itertuples():
+        log.info("segment %d (%d markets): %s", row.segment_id, row.n_markets, row.description)
+    return {"n_segments": len(profiles)}
+
+
+def build_report(run: RunArtifacts) -> dict:
+    """Write the run's self-contained ``run.report`` (``report.render_report``)."""
+    from include.segmentation.report import render_report
+
+    write_text(run.report, render_report(run))
+    return {"path": str(run.report)}
+
+
+def write_segments(run: RunArtifacts) -> dict:
+    """Write the month's SegmentIDs, segment profiles and run record (``adapters.writeback``); nothing
+    for a dry run. Returns the rows written, the model version and whether it was a dry run."""
+    from include.segmentation.adapters.writeback import run_record
+    from include.segmentation.adapters.writeback import write_segments as write
+
+    metrics, segments = read_json(run.metrics), read_parquet(run.segments)
+    record = run_record(
+        run.run_id, run.config, run.month, metrics, segments, read_parquet(run.excluded), read_json(run.quality)
     )
-    if dry_run:
-        log.info("dry run: %d segment rows for %s computed, nothing written", len(segments), month)
+    if run.dry_run:
+        log.info("dry run: %d segment rows for %s computed, nothing written", len(segments), run.month)
         return {"rows_written": 0, "model_version": record.model_version, "dry_run": True}
-    previous_month = pd.Period(metrics["previous_month"], "M") if metrics.get("previous_month") else None
+    previous_month = pd.Period(metrics["previous_month"], "M") if metrics["previous_month"] else None
     columns = ["market_key", "segment_id", "previous_segment_id"]
-    with connect(config.warehouse) as conn:
-        written = write_segments(
-            conn, config.warehouse, segments[columns], month, record, previous_month, read_parquet(profiles_path)
+    with connect(run.config.warehouse) as conn:
+        written = write(
+            conn, run.config.warehouse, segments[columns], run.month, record, previous_month, read_parquet(run.profiles)
         )
     return {"rows_written": written, "model_version": record.model_version, "dry_run": False}
 
 
-def build_report(config: SegmentationConfig, month: pd.Period) -> dict:
-    """Write the month's self-contained ``report.html`` (``report.build_report``); returns its path."""
-    from include.segmentation.report import build_report as build
-
-    return {"path": build(config, month)}
-
-
-#: Airflow Params that override configuration fields for one run (see ``SegmentationConfig.with_overrides``).
-CONFIG_PARAMS = ("seq_len", "epochs", "algorithm", "n_clusters", "static_weight")
-
-
-def settings_from_context(context: dict) -> tuple[SegmentationConfig, pd.Period]:
-    """The run's configuration (file + Params) and target month, from an Airflow task context.
-
-    Raises ``ValueError`` / ``pydantic.ValidationError`` naming the bad Param.
-    """
-    from include.segmentation.config import load_config
-    from include.segmentation.months import resolve_target_month
-
-    params = context["params"]
-    config = load_config().with_overrides(**{k: params.get(k) for k in CONFIG_PARAMS})
-    dag_run = context.get("dag_run")
-    month = resolve_target_month(
-        params.get("target_month"),
-        context.get("data_interval_start"),
-        context.get("data_interval_end"),
-        context.get("logical_date"),
-        getattr(dag_run, "run_after", None),
-    )
-    return config, month
+#: The steps after ``start_run``, in the order ``run_month`` (and the DAG) runs them.
+STEPS = (
+    extract_static_features,
+    build_sequences,
+    check_data_quality,
+    prepare_inputs,
+    read_previous,
+    train_autoencoder,
+    embed_markets,
+    cluster_markets,
+    align_segments,
+    profile_segments,
+    build_report,
+    write_segments,
+)
 
 
 def run_month(
-    config: SegmentationConfig, month: pd.Period, run_id: str, dry_run: bool = False, fresh: bool = False
+    config: SegmentationConfig,
+    month: pd.Period,
+    run_id: str,
+    dry_run: bool = False,
+    fresh: bool = False,
+    info: dict[str, Any] | None = None,
 ) -> dict:
-    """All eight steps for one month in this process, as the DAG runs them (for notebooks and tests).
+    """Every step for one month in this process, as the DAG runs them (for notebooks, benchmarks and tests).
 
-    ``fresh``: as the ``force_retrain`` Param (no warm start of the model, k or centres).
-
-    Returns each step's result by task name. Raises what the steps raise.
+    ``fresh``: as the ``force_retrain`` Param (no warm start of the model, k or centres); ``info``:
+    more for ``run.json`` (Params, times). Returns each step's result by name, plus ``folder``: the
+    run's artifact folder. Raises what the steps raise.
     """
-    static = extract_static_features(config, month)
-    sequences = build_sequences(config, month)
-    checked = check_data_quality(config, month, static["path"], sequences["path"])
-    model = train_autoencoder(config, month, checked["path"], fresh, checked["previous_month"])
-    embeddings = embed_markets(config, month, checked["path"], model["path"])
-    clusters = cluster_markets(config, month, static["path"], embeddings["path"], sequences["trends_path"], fresh)
-    metrics = run_metrics(clusters, model)
-    report = build_report(config, month)
-    written = write_month(config, month, clusters["path"], clusters["profiles_path"], metrics, run_id, dry_run)
-    return {
-        "extract_static_features": static,
-        "build_sequences": sequences,
-        "check_data_quality": checked,
-        "train_autoencoder": model,
-        "embed_markets": embeddings,
-        "cluster_markets": clusters,
-        "build_report": report,
-        "write_segments": written,
-    }
+    run = start_run(config, month, run_id, {"dry_run": dry_run, "fresh": fresh, **(info or {})})
+    results: dict[str, Any] = {"folder": str(run.folder)}
+    for step in STEPS:
+        results[step.__name__] = step(run)
+    return results

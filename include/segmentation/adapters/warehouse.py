@@ -7,6 +7,8 @@ the only difference is the connection's extras (``host``, ``port``, ``protocol``
 from __future__ import annotations
 
 import io
+import re
+import uuid
 from collections.abc import Generator, Mapping
 from contextlib import contextmanager
 from functools import cache
@@ -35,18 +37,29 @@ def _jinja() -> jinja2.Environment:
     )
 
 
-def render_sql(name: str, warehouse: WarehouseConfig, **shape: int) -> str:
+_TOKEN = re.compile(r"[A-Z0-9]{1,32}")
+
+
+def new_token() -> str:
+    """A fresh identifier suffix (12 upper-case hex digits) naming one write's staging objects."""
+    return uuid.uuid4().hex[:12].upper()
+
+
+def render_sql(name: str, warehouse: WarehouseConfig, token: str | None = None, **shape: int) -> str:
     """Render ``sql/<name>`` with the validated table and column names of ``warehouse``.
 
     Only identifiers are rendered (they passed the identifier check in ``config.py``), plus integer
-    ``shape`` figures such as how many placeholders a list of values needs; values stay as
-    ``%(name)s`` placeholders bound by the connector. Raises ``jinja2.TemplateNotFound`` and
-    ``TypeError`` for a non-integer ``shape`` value.
+    ``shape`` figures such as how many placeholders a list of values needs, and ``token`` (``new_token``:
+    the suffix of one write's staging tables); values stay as ``%(name)s`` placeholders bound by the
+    connector. Raises ``jinja2.TemplateNotFound``, ``TypeError`` for a non-integer ``shape`` value and
+    ``ValueError`` for a token that is not 1-32 upper-case letters and digits.
     """
     bad = [k for k, v in shape.items() if type(v) is not int]
     if bad:
         raise TypeError(f"render_sql shape values must be int, got {bad}: values are bound, never rendered")
-    return _jinja().get_template(name).render(w=warehouse, **shape)
+    if token is not None and not _TOKEN.fullmatch(token):
+        raise ValueError(f"render_sql token must be 1-32 upper-case letters and digits, got {token!r}")
+    return _jinja().get_template(name).render(w=warehouse, token=token, **shape)
 
 
 def split_statements(sql: str) -> list[str]:
@@ -100,7 +113,7 @@ def query_frame(conn: SnowflakeConnection, sql: str, params: Mapping[str, Any] |
     return frame
 
 
-#: The session-scoped temporary stage ``insert_frame`` loads through (replaced by each load).
+#: Prefix of the session-scoped temporary stage ``insert_frame`` loads through; each load adds its own token.
 LOAD_STAGE = "SEGMENTATION_BULK_LOAD"
 
 
@@ -118,7 +131,8 @@ def insert_frame(conn: SnowflakeConnection, table: str, frame: pd.DataFrame) -> 
     Columns are loaded by name: ``frame``'s column names and ``table`` must be validated upper-case
     identifiers. pandas types map to Parquet types (str, Int64, float64, bool, Arrow date32); NaN,
     infinities and missing values load as NULL. ``ON_ERROR = ABORT_STATEMENT``: every row or none.
-    Returns the number of rows loaded (an empty frame loads nothing).
+    Each load has its own stage and file name (``new_token``): two loads at once, in one session or
+    in two, never read each other's file. Returns the number of rows loaded (an empty frame loads nothing).
     """
     import tempfile
 
@@ -129,13 +143,14 @@ def insert_frame(conn: SnowflakeConnection, table: str, frame: pd.DataFrame) -> 
     floats = frame.select_dtypes(include="floating").columns
     if len(floats):
         frame = frame.assign(**{c: frame[c].where(np.isfinite(frame[c])) for c in floats})
+    token = new_token()
     with tempfile.TemporaryDirectory(prefix="segmentation-load-") as folder:
-        path = Path(folder) / f"{table}.parquet"
+        path = Path(folder) / f"{table}_{token}.parquet"
         frame.to_parquet(path, index=False)
         sql = (
             _jinja()
             .get_template("bulk_load.sql")
-            .render(table=table, columns=list(frame.columns), stage=LOAD_STAGE, file=_put_path(path))
+            .render(table=table, columns=list(frame.columns), stage=f"{LOAD_STAGE}_{token}", file=_put_path(path))
         )
         cur = conn.cursor()
         for stmt in split_statements(sql):

@@ -10,6 +10,7 @@ point rolls back, leaving the previous contents of every month as they were.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
@@ -17,14 +18,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from include.segmentation.adapters.warehouse import insert_frame, render_sql, split_statements
-from include.segmentation.core.clustering import STATIC_FEATURES
-from include.segmentation.core.profiles import TREND_FEATURES
+from include.segmentation.adapters.warehouse import insert_frame, new_token, render_sql, split_statements
+from include.segmentation.core.features import STATIC_FEATURES, TREND_FEATURES
 
 if TYPE_CHECKING:
     from snowflake.connector import SnowflakeConnection
 
-    from include.segmentation.config import WarehouseConfig
+    from include.segmentation.config import SegmentationConfig, WarehouseConfig
 
 STAGE_COLUMNS = ("MARKET_KEY", "SEGMENT_MONTH", "SEGMENT_ID", "MODEL_VERSION", "ALGORITHM", "RUN_ID")
 MIGRATION_COLUMNS = ("MARKET_KEY", "SEGMENT_MONTH", "PREVIOUS_MONTH", "PREVIOUS_SEGMENT_ID", "SEGMENT_ID", "MOVED")
@@ -72,6 +72,38 @@ class RunRecord:
     quality: str | None = None  # JSON: per data-quality check its policy, count and example markets
     k_reason: str | None = None  # why this k (k_selection): the gap rule, continuity, or n_clusters
     training: str | None = None  # e.g. "converged after 1,200 steps (warm start from 2013-11)"
+
+
+def run_record(
+    run_id: str,
+    config: SegmentationConfig,
+    month: pd.Period,
+    metrics: dict,
+    segments: pd.DataFrame,
+    excluded: pd.DataFrame,
+    quality: dict,
+) -> RunRecord:
+    """The run table's row for a month: ``metrics`` (``metrics.json``), the segments written, the
+    markets the data-quality gate excluded (counted once each) and its checks (``quality.json``)."""
+    return RunRecord(
+        run_id=run_id,
+        model_version=model_version(config.model_version_prefix, month),
+        algorithm=metrics["algorithm"],
+        n_clusters=int(metrics["n_clusters"]),
+        n_markets=len(segments),
+        n_excluded=excluded["market_key"].nunique(),
+        noise_fraction=float(metrics["noise_fraction"]),
+        seq_len=config.sequences.seq_len,
+        silhouette_hybrid=metrics["silhouette_hybrid"],
+        silhouette_lstm=metrics["silhouette_lstm"],
+        silhouette_static=metrics["silhouette_static"],
+        final_loss=metrics.get("final_loss"),
+        stability=metrics.get("stability"),
+        customer_attributes="as of month end" if config.warehouse.customer.is_type2 else "current",
+        quality=json.dumps(quality["checks"], sort_keys=True),
+        k_reason=metrics.get("k_reason"),
+        training=metrics.get("training"),
+    )
 
 
 def _bindable(value: object) -> object:
@@ -251,19 +283,23 @@ def write_segments(
     profile_stage = profile_frame(profiles, stage, month, run) if profiles is not None else None
     migrations = migration_frame(stage, segments, previous_month)
     cur = conn.cursor()
-    # DDL commits implicitly in Snowflake, so it and the bulk loads of the session's temporary stage
-    # tables run before the transaction opens.
+    # DDL commits implicitly in Snowflake, so it and the bulk loads of this write's temporary staging
+    # tables (named with a token of their own: concurrent writers never share one) run before the
+    # transaction opens.
+    token = new_token()
     for stmt in split_statements(render_sql("create_result_tables.sql", warehouse)):
         cur.execute(stmt)
-    insert_frame(conn, f"{warehouse.market_segment_table}_STAGE", stage)
-    insert_frame(conn, f"{warehouse.migration_table}_STAGE", migrations)
+    for stmt in split_statements(render_sql("create_stage_tables.sql", warehouse, token=token)):
+        cur.execute(stmt)
+    insert_frame(conn, f"{warehouse.market_segment_table}_STAGE_{token}", stage)
+    insert_frame(conn, f"{warehouse.migration_table}_STAGE_{token}", migrations)
     if profile_stage is not None:
-        insert_frame(conn, f"{warehouse.profile_table}_STAGE", profile_stage)
+        insert_frame(conn, f"{warehouse.profile_table}_STAGE_{token}", profile_stage)
     params = {k: _bindable(v) for k, v in asdict(run).items()}
     params["segment_month"] = month.start_time.date()
     cur.execute("BEGIN")
     try:
-        for stmt in split_statements(render_sql("replace_month.sql", warehouse)):
+        for stmt in split_statements(render_sql("replace_month.sql", warehouse, token=token)):
             cur.execute(stmt, params)
         cur.execute("COMMIT")
     except BaseException:

@@ -108,14 +108,10 @@ class TrainedAutoencoder:
         """``(n_features, seq_len, hidden_dim, embedding_dim, num_layers)``: what a warm start must match."""
         return (self.n_features, self.seq_len, self.hidden_dim, self.embedding_dim, self.num_layers)
 
-    def save(self, path: str | os.PathLike) -> str:
-        """Write the weights and hyper-parameters to one torch file (local path or object-storage URL)."""
+    def to_bytes(self) -> bytes:
+        """The weights and hyper-parameters as one torch file's bytes (``from_bytes`` reads them back)."""
         import torch
 
-        from include.segmentation.adapters.storage import as_path
-
-        target = as_path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         torch.save(
             {
@@ -132,17 +128,17 @@ class TrainedAutoencoder:
             },
             buffer,
         )
-        target.write_bytes(buffer.getvalue())
-        return str(target)
+        return buffer.getvalue()
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | None = None) -> TrainedAutoencoder:
-        """Read a model written by ``save`` (``weights_only``: no pickled code is executed)."""
+    def from_bytes(cls, data: bytes, device: str | None = None) -> TrainedAutoencoder:
+        """A model from ``to_bytes``' output (``weights_only``: no pickled code is executed).
+
+        Raises what ``torch.load`` raises for damaged bytes (``RuntimeError``, ``EOFError``...).
+        """
         import torch
 
-        from include.segmentation.adapters.storage import as_path
-
-        blob = torch.load(io.BytesIO(as_path(path).read_bytes()), map_location="cpu", weights_only=True)
+        blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         device = pick_device(device)
         model = _build_model(blob["n_features"], blob["hidden_dim"], blob["embedding_dim"], blob["num_layers"])
         model.load_state_dict(blob["state_dict"])
@@ -360,3 +356,16 @@ def embedding_spread(z: np.ndarray) -> float:
     if len(z) < 2:
         return float("nan")
     return float(z.std(axis=0).mean() / (np.abs(z).mean() + 1e-12))
+
+
+def training_summary(meta: dict) -> str:
+    """One line on how training ended, from a ``model.json`` (``stop_reason``, ``steps``, ``warm_start_from``).
+
+    E.g. "converged after 1,200 steps, warm start from 2013-11" or "stopped at its budget (max_steps)
+    after 3,000 steps, from scratch": for the run record and the report.
+    """
+    how = (
+        "converged" if meta.get("stop_reason") == "converged" else f"stopped at its budget ({meta.get('stop_reason')})"
+    )
+    warm = f", warm start from {meta['warm_start_from']}" if meta.get("warm_start_from") else ", from scratch"
+    return f"{how} after {meta.get('steps', 0):,} steps{warm}"

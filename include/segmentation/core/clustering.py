@@ -18,18 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from include.segmentation.config import ClusterConfig
-
-#: Static features from ``sql/static_features.sql``: discount rate (0-1), loyalty shares (0-1),
-#: average customer lifetime value (currency), distinct product lines and subcategories (counts).
-STATIC_FEATURES = (
-    "avg_discount",
-    "platinum_share",
-    "gold_share",
-    "silver_share",
-    "avg_ltv",
-    "total_product_lines",
-    "total_subcategories",
-)
+from include.segmentation.core.features import STATIC_FEATURES
 
 #: Above this many points silhouette is computed on a fixed-size random sample (it is O(n^2)).
 SILHOUETTE_SAMPLE = 10_000

@@ -12,15 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from include.segmentation.core.clustering import STATIC_FEATURES
-
-#: Temporal statistics per market (``market_trends``); all unit-free. Written to the profile table.
-TREND_FEATURES = ("trend_slope", "recent_growth", "volatility", "seasonality")
-
-#: Market size per market (``market_trends``): mean monthly net revenue over the window, in currency.
-#: In ``trends.parquet`` and ``profiles.parquet`` (segment median) and the descriptions, not in the
-#: warehouse's profile table, whose columns are fixed (``sql/create_result_tables.sql``).
-SIZE_FEATURES = ("avg_monthly_revenue",)
+from include.segmentation.core.features import SIZE_FEATURES, STATIC_FEATURES, TREND_FEATURES
 
 #: Per-market columns that ``segment_profiles`` summarises: means of these ...
 MEAN_FEATURES = STATIC_FEATURES

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from include.segmentation.config import QualityConfig
-from include.segmentation.core.clustering import STATIC_FEATURES
+from include.segmentation.core.features import STATIC_FEATURES
 
 #: Every check, in the order it is reported, with what it flags.
 CHECKS: dict[str, str] = {

@@ -10,11 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-#: Raw monthly measures expected from ``sql/monthly_sales.sql`` (lower-case columns).
-MONTHLY_COLUMNS = ("revenue", "quantity", "n_lines", "n_customers")
-
-#: Per-month features fed to the autoencoder, in this order (the last axis of the arrays).
-FEATURES = ("log_revenue", "revenue_growth", "log_customers", "log_quantity")
+from include.segmentation.core.features import LEVEL_FEATURES, MONTHLY_COLUMNS
+from include.segmentation.core.features import SEQUENCE_FEATURES as FEATURES
 
 
 def month_range(end_month: pd.Period, n_months: int) -> pd.PeriodIndex:
@@ -139,10 +136,6 @@ def sequence_features(grid: np.ndarray) -> np.ndarray:
     out[..., 2] = _signed_log1p(grid[..., 3])
     out[..., 3] = _signed_log1p(grid[..., 1])
     return out
-
-
-#: Features that carry a market's size (log levels); ``shape_windows`` removes each window's mean of them.
-LEVEL_FEATURES = ("log_revenue", "log_customers", "log_quantity")
 
 
 def shape_windows(windows: np.ndarray) -> np.ndarray:

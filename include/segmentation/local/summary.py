@@ -12,8 +12,7 @@ import pandas as pd
 
 from include.segmentation.adapters.warehouse import connect, query_frame, render_sql
 from include.segmentation.config import load_config
-from include.segmentation.core.clustering import STATIC_FEATURES
-from include.segmentation.core.profiles import TREND_FEATURES
+from include.segmentation.core.features import STATIC_FEATURES, TREND_FEATURES
 from include.segmentation.months import parse_month
 
 

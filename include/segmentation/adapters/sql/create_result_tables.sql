@@ -62,20 +62,3 @@ CREATE TABLE IF NOT EXISTS {{ w.profile_table }} (
     DESCRIPTION          VARCHAR       NOT NULL,
     RUN_ID               VARCHAR       NOT NULL
 );
-CREATE OR REPLACE TEMPORARY TABLE {{ w.market_segment_table }}_STAGE (
-    MARKET_KEY     VARCHAR NOT NULL,
-    SEGMENT_MONTH  DATE    NOT NULL,
-    SEGMENT_ID     NUMBER(4, 0),
-    MODEL_VERSION  VARCHAR NOT NULL,
-    ALGORITHM      VARCHAR NOT NULL,
-    RUN_ID         VARCHAR NOT NULL
-);
-CREATE OR REPLACE TEMPORARY TABLE {{ w.migration_table }}_STAGE (
-    MARKET_KEY           VARCHAR NOT NULL,
-    SEGMENT_MONTH        DATE    NOT NULL,
-    PREVIOUS_MONTH       DATE,
-    PREVIOUS_SEGMENT_ID  NUMBER(4, 0),
-    SEGMENT_ID           NUMBER(4, 0),
-    MOVED                BOOLEAN NOT NULL
-);
-CREATE OR REPLACE TEMPORARY TABLE {{ w.profile_table }}_STAGE LIKE {{ w.profile_table }};

@@ -7,13 +7,13 @@
 DELETE FROM {{ w.market_segment_table }} WHERE SEGMENT_MONTH = %(segment_month)s;
 INSERT INTO {{ w.market_segment_table }} (MARKET_KEY, SEGMENT_MONTH, SEGMENT_ID, MODEL_VERSION, ALGORITHM, RUN_ID)
 SELECT MARKET_KEY, SEGMENT_MONTH, SEGMENT_ID, MODEL_VERSION, ALGORITHM, RUN_ID
-FROM {{ w.market_segment_table }}_STAGE;
+FROM {{ w.market_segment_table }}_STAGE_{{ token }};
 DELETE FROM {{ w.migration_table }} WHERE SEGMENT_MONTH = %(segment_month)s;
 INSERT INTO {{ w.migration_table }} (MARKET_KEY, SEGMENT_MONTH, PREVIOUS_MONTH, PREVIOUS_SEGMENT_ID, SEGMENT_ID, MOVED)
 SELECT MARKET_KEY, SEGMENT_MONTH, PREVIOUS_MONTH, PREVIOUS_SEGMENT_ID, SEGMENT_ID, MOVED
-FROM {{ w.migration_table }}_STAGE;
+FROM {{ w.migration_table }}_STAGE_{{ token }};
 DELETE FROM {{ w.profile_table }} WHERE SEGMENT_MONTH = %(segment_month)s;
-INSERT INTO {{ w.profile_table }} SELECT * FROM {{ w.profile_table }}_STAGE;
+INSERT INTO {{ w.profile_table }} SELECT * FROM {{ w.profile_table }}_STAGE_{{ token }};
 DELETE FROM {{ w.run_table }} WHERE RUN_ID = %(run_id)s AND SEGMENT_MONTH = %(segment_month)s;
 INSERT INTO {{ w.run_table }} (
     RUN_ID, SEGMENT_MONTH, MODEL_VERSION, ALGORITHM, N_CLUSTERS, N_MARKETS, N_EXCLUDED, NOISE_FRACTION,
