@@ -57,6 +57,34 @@ def fake_conn():
 
 
 @pytest.fixture
+def emulated_warehouse(monkeypatch):
+    """An in-process emulator reached through the Airflow connection, as the steps reach Snowflake.
+
+    Yields ``load(star, warehouse=WarehouseConfig())``, which loads a star (``demo_data.load_star``)
+    and returns the open connection; everything is discarded after the test.
+    """
+    import fakesnow
+    import snowflake.connector
+
+    from include.segmentation.config import WarehouseConfig
+    from include.segmentation.local.demo_data import load_star
+    from include.segmentation.local.emulator import connection_json
+
+    monkeypatch.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(8765))
+    with fakesnow.patch():
+        conn = snowflake.connector.connect(database="SEGMENTATION", schema="MART")
+
+        def load(star: dict[str, pd.DataFrame], warehouse: WarehouseConfig | None = None):
+            load_star(conn, star, warehouse or WarehouseConfig())
+            return conn
+
+        try:
+            yield load
+        finally:
+            conn.close()
+
+
+@pytest.fixture
 def tiny_star() -> dict[str, pd.DataFrame]:
     """A hand-checkable star schema: markets A and B, 4 customers, 3 products, 6 sale lines.
 
