@@ -9,13 +9,13 @@ segments): two segments with the same static mix differ ONLY in how monthly reve
 the same pattern ONLY in discount, loyalty shares, lifetime value and product range. Everything else
 (market size, unit price, basket size, noise) is drawn from the same distributions for all segments.
 
-The library's own pieces run on them as the pipeline runs them, with its default settings:
-``sequence_features`` -> ``training_windows`` -> ``shape_windows`` -> ``FeatureScaler`` ->
-``train_autoencoder`` -> ``embed`` (latest window) -> ``clustering.cluster_markets`` (hybrid, K-Means
-with k chosen by the library: nothing hands it the planted k). The single views are K-Means at the
-hybrid's k on the standardized embedding (LSTM-only) and on the standardized static features
-(static-only). Printed: adjusted Rand index (ARI) against the planted segments, mean ± sd over
-seeds, and the k found per seed. Figures, not pass/fail.
+The DAG's own steps embed them, with the library's default settings: ``extract_static_features``
+... ``train_autoencoder`` -> ``embed_markets`` (latest window), on the markets' monthly aggregates
+and static features as the warehouse would return them (``benchmarks.synthetic.offline_run``); then
+``clustering.cluster_markets`` (hybrid, K-Means with k chosen by the library: nothing hands it the
+planted k). The single views are K-Means at the hybrid's k on the standardized embedding (LSTM-only)
+and on the standardized static features (static-only). Printed: adjusted Rand index (ARI) against
+the planted segments, mean ± sd over seeds, and the k found per seed. Figures, not pass/fail.
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ METHODS = ("hybrid", "lstm-only", "static-only")
 class PlantedMarkets:
     """Synthetic markets with known segments.
 
-    ``grid``: ``(n_markets, n_months, 4)`` float64 monthly aggregates in ``sequences.MONTHLY_COLUMNS``
+    ``grid``: ``(n_markets, n_months, 4)`` float64 monthly aggregates in ``features.MONTHLY_COLUMNS``
     order - revenue (currency), quantity (units), n_lines (order lines), n_customers (distinct
-    customers). ``static``: ``(n_markets, 7)`` float64 in ``clustering.STATIC_FEATURES`` order -
+    customers). ``static``: ``(n_markets, 7)`` float64 in ``features.STATIC_FEATURES`` order -
     avg_discount (0-1), platinum/gold/silver shares (0-1), avg_ltv (currency), product line and
     subcategory counts. ``segment``: ``(n_markets,)`` int64 true segment, ``pattern * n_mixes + mix``;
     ``pattern`` / ``mix``: ``(n_markets,)`` int64 indices into ``patterns`` / ``mixes``. ``size``:
@@ -158,8 +158,8 @@ def planted_markets(
     return PlantedMarkets(grid, static, segment, pattern, mix, size[:, 0], tuple(patterns), tuple(mixes))
 
 
-#: How windows are scaled before the autoencoder. ``pipeline`` is the library's ``shape_windows`` then
-#: ``FeatureScaler`` (what the pipeline does); the others are ablations: ``levels`` keeps each window's
+#: How windows are scaled before the autoencoder. ``pipeline`` is what the DAG's steps do (``shape_windows``
+#: then ``FeatureScaler``, in ``prepare_inputs``); the others are ablations: ``levels`` keeps each window's
 #: level (the pipeline before shape_windows: the embedding then follows market size), ``per-series``
 #: z-scores every feature over the window (erases amplitude too).
 SCALINGS = ("pipeline", "levels", "per-series")
@@ -185,46 +185,68 @@ def rescale_windows(windows: np.ndarray, how: str) -> np.ndarray:
 
 
 def embed_single_thread(trained: object, windows: np.ndarray) -> np.ndarray:
-    """``autoencoder.embed`` of ``(n, seq_len, n_features)`` windows -> ``(n, embedding_dim)``, on one CPU thread.
-
-    ``embed`` may set torch's thread count to every core (its ``cpu_threads`` default); the benchmarks
-    run on one thread throughout, so pass ``cpu_threads=1`` where ``embed`` takes it.
-    """
-    import inspect
-
+    """``autoencoder.embed`` of ``(n, seq_len, n_features)`` windows -> ``(n, embedding_dim)``, on one CPU thread
+    (the benchmarks run on one thread throughout; ``embed`` would otherwise use every core)."""
     from include.segmentation.core.autoencoder import embed
 
-    one = {"cpu_threads": 1} if "cpu_threads" in inspect.signature(embed).parameters else {}
-    return embed(trained, windows, **one)
+    return embed(trained, windows, cpu_threads=1)
+
+
+def pipeline_embedding(planted: PlantedMarkets, seq_len: int, model: object, seed: int) -> tuple[np.ndarray, float]:
+    """The DAG's steps from ``extract_static_features`` to ``embed_markets`` on ``planted`` (no warehouse:
+    ``synthetic.offline_run``; ``config.seed`` = ``seed``; ``model`` a ``ModelConfig``).
+
+    Returns ``((n_markets, embedding_dim) float32 in the planted markets' order, final training MSE)``.
+    Raises ``ValueError`` when the data-quality gate excluded a planted market.
+    """
+    import tempfile
+
+    from benchmarks import synthetic
+    from include.segmentation.adapters.storage import read_json, read_parquet
+    from include.segmentation.config import SegmentationConfig
+
+    sequences = {"seq_len": seq_len, "history_months": planted.grid.shape[1]}
+    with tempfile.TemporaryDirectory(prefix="planted-") as tmp:
+        config = SegmentationConfig.model_validate(
+            {"artifacts_dir": tmp, "seed": seed, "model": model.model_dump(), "sequences": sequences}
+        )
+        run = synthetic.offline_run(config, synthetic.planted_answers(planted), f"planted-{seed}", "embed_markets")
+        frame = read_parquet(run.embeddings).set_index("market_key")
+        loss = float(read_json(run.model)["final_loss"])
+    keys = synthetic.market_keys(len(planted.grid)).astype(str)
+    missing = keys[~np.isin(keys, frame.index.to_numpy(dtype=str))]
+    if len(missing):
+        raise ValueError(
+            f"the data-quality gate excluded {len(missing)} planted market(s), e.g. {missing[:3].tolist()}"
+        )
+    return frame.loc[keys].to_numpy(dtype=np.float32), loss
 
 
 def embed_latest(
-    grid: np.ndarray, seq_len: int, model: object, seed: int, scaling: str = "pipeline"
+    planted: PlantedMarkets, seq_len: int, model: object, seed: int, scaling: str = "pipeline"
 ) -> tuple[np.ndarray, float]:
-    """Train the autoencoder on all windows of ``grid`` and embed each market's latest window.
+    """Train the autoencoder on the windows of ``planted`` and embed each market's latest window.
 
-    ``grid`` is ``(n_markets, n_months, 4)`` raw aggregates; ``model`` a ``ModelConfig``. With
-    ``scaling="pipeline"`` exactly as ``pipeline.build_sequences`` / ``train_autoencoder`` /
-    ``embed_markets`` do it (``min_active_months=3``); other scalings see ``rescale_windows``.
+    ``model`` is a ``ModelConfig``. ``scaling="pipeline"``: the DAG's steps do it (``pipeline_embedding``);
+    other scalings (``rescale_windows``) train on all markets' windows but the held-out ones, as
+    ``sequences.model_inputs`` does (``min_active_months=3``), with another window transform.
     Returns ``((n_markets, embedding_dim) float32, final training MSE)``.
     """
     from include.segmentation.core import sequences as seq
     from include.segmentation.core.autoencoder import train_autoencoder
 
-    features = seq.sequence_features(grid)
-    active = grid[..., 0] != 0
     if scaling == "pipeline":
-        inputs = seq.model_inputs(features, active, seq_len, 3, model.max_train_windows, model.validation_share, seed)
-        train, valid, latest = inputs.train, inputs.valid, inputs.latest
-    else:  # the same hold-out and scaler, another window transform
-        held = seq.holdout_markets(len(features), model.validation_share, seed)
-        train, valid = (
-            rescale_windows(seq.training_windows(features, active, seq_len, 3, cap, seed, rows), scaling)
-            for cap, rows in ((None, ~held), (4096, held))
-        )
-        scaler = seq.FeatureScaler.fit(train)
-        train, valid = scaler.transform(train), scaler.transform(valid)
-        latest = scaler.transform(rescale_windows(features[:, -seq_len:], scaling))
+        return pipeline_embedding(planted, seq_len, model, seed)
+    features = seq.sequence_features(planted.grid)
+    active = planted.grid[..., 2] > 0
+    held = seq.holdout_markets(len(features), model.validation_share, seed)
+    train, valid = (
+        rescale_windows(seq.training_windows(features, active, seq_len, 3, cap, seed, rows), scaling)
+        for cap, rows in ((None, ~held), (4096, held))
+    )
+    scaler = seq.FeatureScaler.fit(train)
+    train, valid = scaler.transform(train), scaler.transform(valid)
+    latest = scaler.transform(rescale_windows(features[:, -seq_len:], scaling))
     trained = train_autoencoder(train, model, seed=seed, validation=valid)
     return embed_single_thread(trained, latest), trained.losses[-1]
 
@@ -344,7 +366,7 @@ def run_setting(setting: Setting, seed: int) -> dict[str, float]:
         setting.size_sd,
         setting.noise_sd,
     )
-    z, loss = embed_latest(planted.grid, seq_len, setting.model(), seed, setting.scaling)
+    z, loss = embed_latest(planted, seq_len, setting.model(), seed, setting.scaling)
     weight = setting.weight()
     from include.segmentation.core.clustering import market_size
 

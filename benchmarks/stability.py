@@ -3,12 +3,12 @@
     .venv/bin/python -m benchmarks.stability                     # 2013-07..2013-12, 3 seeds
     .venv/bin/python -m benchmarks.stability --source synthetic --months 2013-11,2013-12 --seeds 2 --min-steps 5
 
-Runs the real pipeline (``pipeline.run_month``) month by month on the embedded warehouse (fakesnow,
+Runs the DAG's steps (``steps.run_month``) month by month on the embedded warehouse (fakesnow,
 in-process, its files in a temporary folder), once per ``config.seed`` (the per-month seed is
-``pipeline.month_seed``), one warehouse and artifact folder per seed. Each month is written, as the
+``steps.month_seed``), one warehouse and artifact folder per seed. Each month is written, as the
 DAG writes it, so the next month continues from it (warm start of the encoder, k and segment
-centres). Compares the ``segment_id`` of ``segments.parquet`` by adjusted Rand index (ARI) on the
-markets two runs share:
+centres). Compares the ``segment_id`` of each run's ``segments.parquet`` (``RunArtifacts.segments``)
+by adjusted Rand index (ARI) on the markets two runs share:
 
 - seed stability: the same month, two seeds (every pair of seeds);
 - month stability: the same seed, a month and the month after.
@@ -58,13 +58,11 @@ def run_grid(
     ``continuity=False`` makes every run a dry run: nothing is written, so each month starts afresh.
     ``overrides`` are merged into the configuration (``load_config()``: ``SEGMENTATION_CONFIG`` if set)
     section by section. Returns ``({(seed, month): segment ids by market key}, {(seed, month): the
-    cluster step's result plus wall seconds})``.
+    run's metrics (``RunArtifacts.metrics``: k, why, silhouettes, training) plus wall seconds})``.
     """
     import fakesnow
     import snowflake.connector
 
-    from include.segmentation import steps as pipeline
-    from include.segmentation.adapters.storage import read_parquet
     from include.segmentation.config import SegmentationConfig, load_config
     from include.segmentation.local.demo_data import load_star
 
@@ -86,24 +84,30 @@ def run_grid(
                 base | {"seed": seed, "artifacts_dir": str(workdir / f"artifacts-seed{seed}")}
             )
             for month in months:
-                start = time.perf_counter()
-                steps = pipeline.run_month(config, month, run_id=f"stability-{seed}-{month}", dry_run=not continuity)
-                frame = read_parquet(steps["cluster_markets"]["path"])
-                segments[(seed, month)] = pd.Series(
-                    frame["segment_id"].to_numpy(), index=frame["market_key"].astype(str).to_numpy()
-                )
-                info[(seed, month)] = (
-                    steps["cluster_markets"]
-                    | {"training": pipeline.training_summary(steps["train_autoencoder"])}
-                    | {"seconds": time.perf_counter() - start}
-                )
-                print(
-                    f"  seed {seed} {month}: {len(frame)} markets, k={info[(seed, month)]['n_clusters']}, "
-                    f"{info[(seed, month)]['seconds']:.1f} s; {info[(seed, month)]['k_reason']}; "
-                    f"{info[(seed, month)]['training']}",
-                    flush=True,
+                segments[(seed, month)], info[(seed, month)] = run_one(
+                    config, month, f"stability-{seed}-{month}", continuity
                 )
     return segments, info
+
+
+def run_one(config: object, month: pd.Period, run_id: str, continuity: bool) -> tuple[pd.Series, dict]:
+    """``steps.run_month`` for one month (a dry run without ``continuity``): the segment ids by market
+    key, and the run's metrics plus wall seconds. Prints one line."""
+    from include.segmentation import steps
+    from include.segmentation.adapters.catalog import RunArtifacts
+    from include.segmentation.adapters.storage import read_json, read_parquet
+
+    start = time.perf_counter()
+    result = steps.run_month(config, month, run_id=run_id, dry_run=not continuity)
+    run = RunArtifacts.open(result["folder"])
+    frame = read_parquet(run.segments)
+    metrics = read_json(run.metrics) | {"seconds": time.perf_counter() - start}
+    print(
+        f"  {run_id}: {len(frame)} markets, k={metrics['n_clusters']}, {metrics['seconds']:.1f} s; "
+        f"{metrics['k_reason']}; {metrics['training']}",
+        flush=True,
+    )
+    return pd.Series(frame["segment_id"].to_numpy(), index=frame["market_key"].astype(str).to_numpy()), metrics
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[float]]:

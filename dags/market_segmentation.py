@@ -67,6 +67,118 @@ def _open(folder: str):
     return _call(RunArtifacts.open, folder)
 
 
+@task(multiple_outputs=False)
+def start_run() -> str:
+    from include.segmentation import steps
+    from include.segmentation.run_context import run_info, settings_from_context
+
+    context = get_current_context()
+    config, month = _call(settings_from_context, context)
+    run = _call(steps.start_run, config, month, context["run_id"], run_info(context))
+    return str(run.folder)
+
+
+@task(multiple_outputs=False)
+def extract_static_features(run: str) -> dict:
+    from include.segmentation import steps
+
+    return _call(steps.extract_static_features, _open(run))
+
+
+@task(multiple_outputs=False)
+def build_sequences(run: str) -> dict:
+    from include.segmentation import steps
+
+    return _call(steps.build_sequences, _open(run))
+
+
+@task(multiple_outputs=False)
+def check_data_quality(run: str) -> dict:
+    from include.segmentation import steps
+
+    return _call(steps.check_data_quality, _open(run))
+
+
+@task(multiple_outputs=False)
+def prepare_inputs(run: str) -> dict:
+    from include.segmentation import steps
+
+    return _call(steps.prepare_inputs, _open(run))
+
+
+# Reschedule mode: a waiting run holds no worker slot. A backfill's months start together
+# (max_active_runs) but each aligns to the month before only once that month is written.
+@task.sensor(poke_interval=30, timeout=timedelta(hours=24).total_seconds(), mode="reschedule")
+def wait_for_previous_month(run: str) -> PokeReturnValue:
+    from include.segmentation.run_context import earlier_month_in_flight
+
+    in_flight = earlier_month_in_flight(get_current_context(), _open(run).month)
+    return PokeReturnValue(is_done=in_flight == 0)
+
+
+@task(multiple_outputs=False)
+def read_previous(run: str) -> dict:
+    from include.segmentation import steps
+
+    return _call(steps.read_previous, _open(run))
+
+
+@task(multiple_outputs=False, queue=DEFAULTS.train_queue)
+def train_autoencoder(run: str) -> dict:
+    from include.segmentation import steps
+
+    return _call(steps.train_autoencoder, _open(run))
+
+
+@task(multiple_outputs=False)
+def embed_markets(run: str) -> dict:
+    from include.segmentation import steps
+
+    return _call(steps.embed_markets, _open(run))
+
+
+@task(multiple_outputs=False)
+def cluster_markets(run: str) -> dict:
+    from include.segmentation import steps
+
+    return _call(steps.cluster_markets, _open(run))
+
+
+@task(multiple_outputs=False)
+def align_segments(run: str) -> dict:
+    from include.segmentation import steps
+
+    return _call(steps.align_segments, _open(run))
+
+
+@task(multiple_outputs=False)
+def profile_segments(run: str) -> dict:
+    from include.segmentation import steps
+
+    return _call(steps.profile_segments, _open(run))
+
+
+# Beside the write, so a dry run still gets its report and a report problem never holds back segments.
+@task(multiple_outputs=False)
+def build_report(run: str) -> dict:
+    from include.segmentation import steps
+
+    return _call(steps.build_report, _open(run))
+
+
+# Outlets: a successful write updates the segment assets; a failed or dry run (skipped) does not.
+@task(multiple_outputs=False, outlets=segment_assets(DEFAULTS.warehouse))
+def write_segments(run: str) -> dict:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from include.segmentation import steps
+
+    result = _call(steps.write_segments, _open(run))
+    if result["dry_run"]:
+        raise AirflowSkipException(f"dry run: {result['model_version']} computed, nothing written")
+    return result
+
+
 @dag(
     dag_id="market_segmentation",
     doc_md=__doc__,
@@ -86,120 +198,16 @@ def _open(folder: str):
     params=run_params(DEFAULTS),
 )
 def market_segmentation():
-    @task(multiple_outputs=False)
-    def start_run() -> str:
-        from include.segmentation import steps
-        from include.segmentation.run_context import run_info, settings_from_context
-
-        context = get_current_context()
-        config, month = _call(settings_from_context, context)
-        run = _call(steps.start_run, config, month, context["run_id"], run_info(context))
-        return str(run.folder)
-
-    @task(multiple_outputs=False)
-    def extract_static_features(run: str) -> dict:
-        from include.segmentation import steps
-
-        return _call(steps.extract_static_features, _open(run))
-
-    @task(multiple_outputs=False)
-    def build_sequences(run: str) -> dict:
-        from include.segmentation import steps
-
-        return _call(steps.build_sequences, _open(run))
-
-    @task(multiple_outputs=False)
-    def check_data_quality(run: str) -> dict:
-        from include.segmentation import steps
-
-        return _call(steps.check_data_quality, _open(run))
-
-    @task(multiple_outputs=False)
-    def prepare_inputs(run: str) -> dict:
-        from include.segmentation import steps
-
-        return _call(steps.prepare_inputs, _open(run))
-
-    # Reschedule mode: a waiting run holds no worker slot. A backfill's months start together
-    # (max_active_runs) but each aligns to the month before only once that month is written.
-    @task.sensor(poke_interval=30, timeout=timedelta(hours=24).total_seconds(), mode="reschedule")
-    def wait_for_previous_month(run: str) -> PokeReturnValue:
-        from include.segmentation.run_context import earlier_month_in_flight
-
-        in_flight = earlier_month_in_flight(get_current_context(), _open(run).month)
-        return PokeReturnValue(is_done=in_flight == 0)
-
-    @task(multiple_outputs=False)
-    def read_previous(run: str) -> dict:
-        from include.segmentation import steps
-
-        return _call(steps.read_previous, _open(run))
-
-    @task(multiple_outputs=False, queue=DEFAULTS.train_queue)
-    def train_autoencoder(run: str) -> dict:
-        from include.segmentation import steps
-
-        return _call(steps.train_autoencoder, _open(run))
-
-    @task(multiple_outputs=False)
-    def embed_markets(run: str) -> dict:
-        from include.segmentation import steps
-
-        return _call(steps.embed_markets, _open(run))
-
-    @task(multiple_outputs=False)
-    def cluster_markets(run: str) -> dict:
-        from include.segmentation import steps
-
-        return _call(steps.cluster_markets, _open(run))
-
-    @task(multiple_outputs=False)
-    def align_segments(run: str) -> dict:
-        from include.segmentation import steps
-
-        return _call(steps.align_segments, _open(run))
-
-    @task(multiple_outputs=False)
-    def profile_segments(run: str) -> dict:
-        from include.segmentation import steps
-
-        return _call(steps.profile_segments, _open(run))
-
-    # Beside the write, so a dry run still gets its report and a report problem never holds back segments.
-    @task(multiple_outputs=False)
-    def build_report(run: str) -> dict:
-        from include.segmentation import steps
-
-        return _call(steps.build_report, _open(run))
-
-    # Outlets: a successful write updates the segment assets; a failed or dry run (skipped) does not.
-    @task(multiple_outputs=False, outlets=segment_assets(DEFAULTS.warehouse))
-    def write_segments(run: str) -> dict:
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        from include.segmentation import steps
-
-        result = _call(steps.write_segments, _open(run))
-        if result["dry_run"]:
-            raise AirflowSkipException(f"dry run: {result['model_version']} computed, nothing written")
-        return result
-
-    # Each task gets the run's folder; the files a step reads are named by the run's catalogue.
+    # Every task gets the run's folder from start_run (the files it reads are named by the run's
+    # catalogue); the arrows are the order of the steps.
     run = start_run()
-    static, sequences = extract_static_features(run), build_sequences(run)
     checked = check_data_quality(run)
-    [static, sequences] >> checked
-    inputs = prepare_inputs(run)
-    previous = read_previous(run)
-    checked >> inputs
-    wait_for_previous_month(run) >> previous
+    [extract_static_features(run), build_sequences(run)] >> checked
     model = train_autoencoder(run)
-    [inputs, previous] >> model
-    embeddings = embed_markets(run)
-    clusters = cluster_markets(run)
-    aligned = align_segments(run)
+    checked >> prepare_inputs(run) >> model
+    wait_for_previous_month(run) >> read_previous(run) >> model
     profiles = profile_segments(run)
-    model >> embeddings >> clusters >> aligned >> profiles
+    model >> embed_markets(run) >> cluster_markets(run) >> align_segments(run) >> profiles
     profiles >> [build_report(run), write_segments(run)]
 
 

@@ -1,6 +1,6 @@
 """A real backfill: `POST /api/v2/backfills` against a running Airflow (api-server, scheduler,
-dag-processor, LocalExecutor) on the embedded warehouse, for the 12 months of 2013. The result must
-equal running those months one by one, in order, with the pipeline's functions."""
+dag-processor, LocalExecutor) on the embedded warehouse, for 5 months of 2013 with 3 runs at once.
+The result must equal running those months one by one, in order, with the pipeline's functions."""
 
 from __future__ import annotations
 
@@ -19,20 +19,35 @@ from include.segmentation.local.emulator import connection_json
 from tests.conftest import airflow_api, emulator, running_airflow, wait_for_runs
 
 pytestmark = pytest.mark.integration
-MONTHS = pd.period_range("2013-01", "2013-12", freq="M")
-# A small model keeps 12 runs quick; both sides use the same configuration file.
+MONTHS = pd.period_range("2013-08", "2013-12", freq="M")
+# A small model keeps the runs quick; both sides use the same configuration file.
 CONFIG = {"model": {"epochs": 3, "min_steps": 60, "hidden_dim": 32, "cpu_threads": 1}}
 
 
-def _segments(warehouse) -> pd.DataFrame:
+def _table(warehouse, sql: str) -> pd.DataFrame:
     with connect(warehouse) as conn:
         cur = conn.cursor()
-        cur.execute(
-            "SELECT MARKET_KEY, SEGMENT_MONTH, SEGMENT_ID FROM MARKET_SEGMENT ORDER BY SEGMENT_MONTH, MARKET_KEY"
-        )
+        cur.execute(sql)
         frame = cur.fetch_pandas_all()
-    frame["SEGMENT_MONTH"] = pd.to_datetime(frame["SEGMENT_MONTH"]).dt.strftime("%Y-%m")
+    for column in ("SEGMENT_MONTH", "PREVIOUS_MONTH"):
+        if column in frame:
+            frame[column] = pd.to_datetime(frame[column]).dt.strftime("%Y-%m")
     return frame
+
+
+def _results(warehouse) -> dict[str, pd.DataFrame]:
+    """What a month leaves in the warehouse: SegmentIDs, migrations (alignment) and profiles."""
+    return {
+        "segments": _table(warehouse, "SELECT MARKET_KEY, SEGMENT_MONTH, SEGMENT_ID FROM MARKET_SEGMENT ORDER BY 2, 1"),
+        "migrations": _table(
+            warehouse,
+            "SELECT MARKET_KEY, SEGMENT_MONTH, PREVIOUS_MONTH, PREVIOUS_SEGMENT_ID, MOVED FROM SEGMENT_MIGRATION "
+            "ORDER BY 2, 1",
+        ),
+        "profiles": _table(
+            warehouse, "SELECT SEGMENT_MONTH, SEGMENT_ID, N_MARKETS, DESCRIPTION FROM SEGMENT_PROFILE ORDER BY 1, 2"
+        ),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +70,9 @@ def backfilled(adventureworks_dir, tmp_path_factory):
                 "/backfills",
                 {
                     "dag_id": "market_segmentation",
-                    "from_date": "2013-01-01T00:00:00Z",
+                    "from_date": "2013-08-01T00:00:00Z",
                     "to_date": "2013-12-01T00:00:00Z",
-                    "max_active_runs": 1,
+                    "max_active_runs": 3,
                     "run_backwards": False,
                     "reprocess_behavior": "none",
                     "dag_run_conf": {},
@@ -70,6 +85,15 @@ def backfilled(adventureworks_dir, tmp_path_factory):
                 assert all(p.poll() is None for p in processes.values()), "an Airflow process died"
                 time.sleep(5)
             runs = airflow_api(port, "GET", "/dags/market_segmentation/dagRuns?run_type=backfill&limit=50")["dag_runs"]
+            tasks = {
+                r["logical_date"][:7]: {
+                    t["task_id"]: t
+                    for t in airflow_api(
+                        port, "GET", f"/dags/market_segmentation/dagRuns/{r['dag_run_id']}/taskInstances"
+                    )["task_instances"]
+                }
+                for r in runs
+            }
             # Manual re-runs of an existing month, without a logical date (no "already exists" dead end)
             manual = [
                 airflow_api(
@@ -91,10 +115,12 @@ def backfilled(adventureworks_dir, tmp_path_factory):
                 refused = (err.code, err.read().decode())
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(wh_port))
-            segments = _segments(load_config(config_file).warehouse)
+            results = _results(load_config(config_file).warehouse)
     return {
         "runs": runs,
-        "segments": segments,
+        "tasks": tasks,
+        "results": results,
+        "segments": results["segments"],
         "processes": list(processes.values()),
         "manual_states": states,
         "refused": refused,
@@ -114,27 +140,38 @@ def one_by_one(adventureworks_dir, tmp_path_factory):
         load_star(conn, adventureworks_star(adventureworks_dir), config.warehouse)
         for month in MONTHS:
             pipeline.run_month(config, month, run_id=f"one_by_one_{month}")
-        return _segments(config.warehouse)
+        return _results(config.warehouse)
 
 
-def test_every_backfill_run_succeeded_in_month_order(backfilled):
+def test_every_backfill_run_succeeded_and_months_ran_at_once(backfilled):
     runs = sorted(backfilled["runs"], key=lambda r: r["logical_date"])
     assert [r["logical_date"][:7] for r in runs] == [str(m) for m in MONTHS]
     assert {r["state"] for r in runs} == {"success"}
-    # max_active_runs=1: each month started after the previous one ended (segment ids align in order)
-    for before, after in zip(runs, runs[1:], strict=False):
-        assert after["start_date"] >= before["end_date"]
+    # max_active_runs=3: later months started before earlier ones ended ...
+    assert any(after["start_date"] < before["end_date"] for before, after in zip(runs, runs[1:], strict=False))
+
+
+def test_each_month_read_the_previous_month_only_after_it_was_written(backfilled):
+    # ... yet each month read its previous month (ids, model) only once that month's write had finished
+    tasks = backfilled["tasks"]
+    for before, after in zip(MONTHS, MONTHS[1:], strict=False):
+        assert tasks[str(after)]["read_previous"]["start_date"] >= tasks[str(before)]["write_segments"]["end_date"]
 
 
 def test_backfill_equals_running_the_months_one_by_one(backfilled, one_by_one):
     assert sorted(backfilled["segments"]["SEGMENT_MONTH"].unique()) == [str(m) for m in MONTHS]
-    pd.testing.assert_frame_equal(backfilled["segments"], one_by_one)
+    for name in ("segments", "migrations", "profiles"):
+        pd.testing.assert_frame_equal(backfilled["results"][name], one_by_one[name], obj=name)
+    assert sorted(backfilled["results"]["profiles"]["SEGMENT_MONTH"].unique()) == [str(m) for m in MONTHS]
+    # every month after the first is aligned to the month before it
+    migrations = backfilled["results"]["migrations"].drop_duplicates("SEGMENT_MONTH").set_index("SEGMENT_MONTH")
+    assert migrations["PREVIOUS_MONTH"].iloc[1:].tolist() == [str(m) for m in MONTHS[:-1]]
 
 
 def test_manual_reruns_of_a_month_replace_it(backfilled, one_by_one):
     assert backfilled["manual_states"] == ["success", "success"]
     december = backfilled["segments"][backfilled["segments"]["SEGMENT_MONTH"] == "2013-12"]
-    assert len(december) == (one_by_one["SEGMENT_MONTH"] == "2013-12").sum()
+    assert len(december) == (one_by_one["segments"]["SEGMENT_MONTH"] == "2013-12").sum()
     assert december["MARKET_KEY"].is_unique
 
 

@@ -16,10 +16,12 @@ import pytest
 from pydantic import ValidationError
 
 from include.segmentation import steps as pipeline
+from include.segmentation.adapters.catalog import RunArtifacts
 from include.segmentation.adapters.storage import read_json, read_npz, read_parquet
 from include.segmentation.config import SegmentationConfig
 from include.segmentation.local.demo_data import load_star, synthetic_star
 from include.segmentation.local.emulator import connection_json
+from include.segmentation.run_context import settings_from_context
 
 MONTH = pd.Period("2013-12", "M")
 TINY_MODEL = {"epochs": 1, "min_steps": 10, "hidden_dim": 8, "embedding_dim": 4, "cpu_threads": 1}
@@ -86,12 +88,19 @@ def warehouse(star: dict | None, config: SegmentationConfig) -> Generator:
             conn.close()
 
 
+def new_run(config: SegmentationConfig, month: pd.Period = MONTH, run_id: str = "test") -> RunArtifacts:
+    """A run of ``month`` with its own artifact folder (``steps.start_run``)."""
+    return pipeline.start_run(config, month, run_id)
+
+
 def until_quality(config: SegmentationConfig, month: pd.Period = MONTH) -> dict:
     """The steps before training: static features, sequences and the data-quality gate."""
-    static = pipeline.extract_static_features(config, month)
-    sequences = pipeline.build_sequences(config, month)
-    checked = pipeline.check_data_quality(config, month, static["path"], sequences["path"])
-    return {"static": static, "sequences": sequences, "checked": checked}
+    run = new_run(config, month)
+    static = pipeline.extract_static_features(run)
+    sequences = pipeline.build_sequences(run)
+    checked = pipeline.check_data_quality(run)
+    inputs = pipeline.prepare_inputs(run)
+    return {"run": run, "static": static, "sequences": sequences, "checked": checked, "inputs": inputs}
 
 
 def segments_written(conn, month: pd.Period = MONTH) -> pd.DataFrame:
@@ -104,7 +113,7 @@ def segments_written(conn, month: pd.Period = MONTH) -> pd.DataFrame:
 
 
 def excluded(result: dict) -> dict[str, set[str]]:
-    frame = read_parquet(result["checked"]["excluded_path"])
+    frame = read_parquet(result["run"].excluded)
     return frame.groupby("market_key")["check"].agg(set).to_dict()
 
 
@@ -115,13 +124,13 @@ def test_empty_warehouse(tmp_path):
     config = make_config(tmp_path)
     star = {role: frame.iloc[0:0] for role, frame in make_star().items()}
     with warehouse(star, config), pytest.raises(ValueError, match="no sales in FACT_SALE between 2013-07-01 and"):
-        pipeline.extract_static_features(config, MONTH)
+        pipeline.extract_static_features(new_run(config, MONTH))
 
 
 def test_warehouse_without_the_star_schema_names_the_table(tmp_path):
     config = make_config(tmp_path)
     with warehouse(None, config), pytest.raises(Exception, match="(?i)FACT_SALE"):
-        pipeline.extract_static_features(config, MONTH)
+        pipeline.extract_static_features(new_run(config, MONTH))
 
 
 @pytest.mark.parametrize("n_markets", [1, 2])
@@ -194,7 +203,7 @@ def test_gaps_of_several_months_keep_the_market(tmp_path):
     with warehouse(star, config) as conn:
         steps = pipeline.run_month(config, MONTH, run_id="gaps")
         assert gappy in set(segments_written(conn)["market_key"])
-    data = read_npz(steps["build_sequences"]["path"])
+    data = read_npz(RunArtifacts.open(steps["folder"]).sequences)
     row = list(data["markets"]).index(gappy)
     assert data["active"][row].tolist() == [True] * 3 + [False] * 6 + [True] * 3
 
@@ -207,7 +216,7 @@ def test_a_month_without_any_sales_inside_the_window(tmp_path):
     with warehouse(star, config) as conn:
         steps = pipeline.run_month(config, MONTH, run_id="hole")
         assert len(segments_written(conn)) == 6
-    assert not read_npz(steps["build_sequences"]["path"])["active"][:, 9].any()
+    assert not read_npz(RunArtifacts.open(steps["folder"]).sequences)["active"][:, 9].any()
 
 
 def test_markets_appearing_mid_window(tmp_path):
@@ -232,7 +241,7 @@ def test_markets_appearing_mid_window(tmp_path):
         written = set(segments_written(conn)["market_key"])
     assert "NEW-OCT" in written
     assert "NEW-DEC" not in written
-    assert read_parquet(steps["check_data_quality"]["excluded_path"]).set_index("market_key").loc[
+    assert read_parquet(RunArtifacts.open(steps["folder"]).excluded).set_index("market_key").loc[
         "NEW-DEC", "check"
     ] == ("inactive")
 
@@ -252,15 +261,13 @@ def test_future_dated_rows_are_ignored(tmp_path):
         config = make_config(tmp_path / name)
         with warehouse(s, config):
             runs[name] = until_quality(config, pd.Period("2013-12", "M"))
-    pd.testing.assert_frame_equal(
-        read_parquet(runs["clean"]["static"]["path"]), read_parquet(runs["future"]["static"]["path"])
-    )
+    pd.testing.assert_frame_equal(read_parquet(runs["clean"]["run"].static), read_parquet(runs["future"]["run"].static))
     for key in ("train", "latest", "markets", "scaler_mean", "scaler_std"):
         np.testing.assert_array_equal(
-            read_npz(runs["clean"]["checked"]["path"])[key], read_npz(runs["future"]["checked"]["path"])[key]
+            read_npz(runs["clean"]["run"].inputs)[key], read_npz(runs["future"]["run"].inputs)[key]
         )
     # recorded as lines outside the calendar, a warning by default
-    quality = read_json(runs["future"]["checked"]["quality_path"])
+    quality = read_json(runs["future"]["run"].quality)
     assert quality["checks"]["undated"]["count"] == 200
     assert any(w.startswith("undated: 200 fact lines") for w in quality["warnings"])
 
@@ -275,11 +282,9 @@ def test_rows_after_an_earlier_run_month_are_ignored(tmp_path):
         config = make_config(tmp_path / name)
         with warehouse(s, config):
             runs[name] = until_quality(config, pd.Period("2013-09", "M"))
-    pd.testing.assert_frame_equal(
-        read_parquet(runs["full"]["static"]["path"]), read_parquet(runs["cut"]["static"]["path"])
-    )
+    pd.testing.assert_frame_equal(read_parquet(runs["full"]["run"].static), read_parquet(runs["cut"]["run"].static))
     np.testing.assert_array_equal(
-        read_npz(runs["full"]["checked"]["path"])["latest"], read_npz(runs["cut"]["checked"]["path"])["latest"]
+        read_npz(runs["full"]["run"].inputs)["latest"], read_npz(runs["cut"]["run"].inputs)["latest"]
     )
 
 
@@ -296,7 +301,7 @@ def test_a_market_month_of_null_amounts_names_market_and_month(tmp_path):
         warehouse(star, config),
         pytest.raises(ValueError, match=rf"market '{key}' has a non-finite revenue \(nan\) in 2013-05"),
     ):
-        pipeline.build_sequences(config, MONTH)
+        pipeline.build_sequences(new_run(config, MONTH))
 
 
 def test_an_infinite_amount_names_market_and_month(tmp_path):
@@ -310,7 +315,7 @@ def test_an_infinite_amount_names_market_and_month(tmp_path):
         warehouse(star, config),
         pytest.raises(ValueError, match=rf"market '{key}' has a non-finite revenue \(inf\) in 2013-11"),
     ):
-        pipeline.build_sequences(config, MONTH)
+        pipeline.build_sequences(new_run(config, MONTH))
 
 
 def test_a_market_month_of_null_quantities_names_market_and_month(tmp_path):
@@ -324,7 +329,7 @@ def test_a_market_month_of_null_quantities_names_market_and_month(tmp_path):
         warehouse(star, config),
         pytest.raises(ValueError, match=rf"market '{key}' has a non-finite quantity \(nan\) in 2013-08"),
     ):
-        pipeline.build_sequences(config, MONTH)
+        pipeline.build_sequences(new_run(config, MONTH))
 
 
 def test_huge_but_finite_amounts_are_segmented(tmp_path):
@@ -337,7 +342,7 @@ def test_huge_but_finite_amounts_are_segmented(tmp_path):
     with warehouse(star, config) as conn:
         steps = pipeline.run_month(config, MONTH, run_id="huge")
         assert key in set(segments_written(conn)["market_key"])
-    assert np.isfinite(read_npz(steps["check_data_quality"]["path"])["latest"]).all()
+    assert np.isfinite(read_npz(RunArtifacts.open(steps["folder"]).inputs)["latest"]).all()
 
 
 def test_a_huge_lifetime_value_excludes_the_market_naming_the_feature(tmp_path):
@@ -350,7 +355,7 @@ def test_a_huge_lifetime_value_excludes_the_market_naming_the_feature(tmp_path):
     with warehouse(star, config):
         result = until_quality(config)
     assert excluded(result) == {k: {"missing_static"} for k in key}
-    quality = read_json(result["checked"]["quality_path"])
+    quality = read_json(result["run"].quality)
     assert any("(in avg_ltv)" in w for w in quality["warnings"])
 
 
@@ -376,10 +381,10 @@ def test_net_negative_months_are_recorded_and_segmented(tmp_path):
     with warehouse(star, config) as conn:
         steps = pipeline.run_month(config, MONTH, run_id="returns")
         assert key in set(segments_written(conn)["market_key"])
-    quality = read_json(steps["check_data_quality"]["quality_path"])["checks"]["negative_months"]
+    quality = read_json(RunArtifacts.open(steps["folder"]).quality)["checks"]["negative_months"]
     assert (quality["policy"], quality["count"], quality["examples"]) == ("warn", 1, [key])
-    revenue = read_npz(steps["build_sequences"]["path"])["revenue"]
-    assert revenue[list(read_npz(steps["build_sequences"]["path"])["markets"]).index(key), -2] < 0
+    revenue = read_npz(RunArtifacts.open(steps["folder"]).sequences)["revenue"]
+    assert revenue[list(read_npz(RunArtifacts.open(steps["folder"]).sequences)["markets"]).index(key), -2] < 0
 
 
 def test_a_constant_series_is_flagged_but_kept(tmp_path):
@@ -392,9 +397,9 @@ def test_a_constant_series_is_flagged_but_kept(tmp_path):
     fact.loc[lines, "SALES_AMOUNT"] = 1000.0 / per_month  # every month sums to exactly 1000
     with warehouse(star, config):
         result = until_quality(config)
-    quality = read_json(result["checked"]["quality_path"])["checks"]["constant_series"]
+    quality = read_json(result["run"].quality)["checks"]["constant_series"]
     assert (quality["count"], quality["examples"]) == (1, [key])
-    assert key in read_npz(result["checked"]["path"])["markets"]
+    assert key in read_npz(result["run"].inputs)["markets"]
 
 
 # -- keys and dimensions ---------------------------------------------------------------------------
@@ -429,7 +434,7 @@ def test_a_duplicated_market_row_in_the_territory_dimension(tmp_path):
         warehouse(star, config),
         pytest.raises(ValueError, match=f"market '{key}' has more than one row in DIM_TERRITORY"),
     ):
-        pipeline.extract_static_features(config, MONTH)
+        pipeline.extract_static_features(new_run(config, MONTH))
 
 
 def test_null_customer_keys_fail_the_run_naming_the_market(tmp_path):
@@ -483,7 +488,7 @@ def test_loyalty_values_outside_the_configured_set_exclude_the_market(tmp_path):
     with warehouse(star, config):
         result = until_quality(config)
     assert excluded(result) == {key: {"unknown_loyalty"}}
-    quality = read_json(result["checked"]["quality_path"])["checks"]["unknown_loyalty"]
+    quality = read_json(result["run"].quality)["checks"]["unknown_loyalty"]
     assert (quality["count"], quality["examples"]) == (2, [key])
 
 
@@ -557,8 +562,9 @@ def test_timezone_aware_order_times_count_in_their_local_month(tmp_path):
     late["ORDER_DATE"] = pd.Timestamp("2013-12-31 23:30", tz="America/New_York")
     star = add_lines(star, late)
     with warehouse(star, config):
-        sequences = pipeline.build_sequences(config, MONTH)
-    data = read_npz(sequences["path"])
+        run = new_run(config, MONTH)
+        pipeline.build_sequences(run)
+    data = read_npz(run.sequences)
     clean = make_star()["fact_sale"]
     december = clean[(clean["MARKET_KEY"] == key) & (clean["ORDER_DATE"] >= "2013-12-01")]["SALES_AMOUNT"].sum()
     assert data["revenue"][list(data["markets"]).index(key), -1] == pytest.approx(december + 12345.0)
@@ -606,23 +612,23 @@ def test_seq_len_longer_than_the_configured_history():
 @pytest.mark.parametrize("bad", ["2013-13", "2013/12", "Dec 2013", "2013-12-01", "13-2013", "2013-1"])
 def test_badly_formatted_target_month_names_the_param(bad):
     with pytest.raises(ValueError, match=f"target_month must look like YYYY-MM .* got '{bad}'"):
-        pipeline.settings_from_context({"params": run_params(target_month=bad)})
+        settings_from_context({"params": run_params(target_month=bad)})
 
 
 def test_target_month_in_the_future_finds_no_sales(tmp_path):
     config = make_config(tmp_path)
-    _, month = pipeline.settings_from_context({"params": run_params(target_month="2099-01")})
+    _, month = settings_from_context({"params": run_params(target_month="2099-01")})
     with (
         warehouse(make_star(), config),
         pytest.raises(ValueError, match="no sales in FACT_SALE between 2098-08-01 and 2099-02-01"),
     ):
-        pipeline.extract_static_features(config, month)
+        pipeline.extract_static_features(new_run(config, month))
 
 
 def test_an_empty_target_month_means_the_data_interval():
     start, end = pd.Timestamp("2013-12-01", tz="UTC"), pd.Timestamp("2014-01-01", tz="UTC")
     context = {"params": run_params(target_month=""), "data_interval_start": start, "data_interval_end": end}
-    assert pipeline.settings_from_context(context)[1] == MONTH
+    assert settings_from_context(context)[1] == MONTH
 
 
 # -- a failed run changes nothing already stored ---------------------------------------------------

@@ -1,4 +1,4 @@
-"""DAG integrity: parses cleanly, stays light at parse time, wires the six steps, validates Params."""
+"""DAG integrity: parses cleanly, stays light at parse time, wires the steps, validates Params."""
 
 from __future__ import annotations
 
@@ -11,16 +11,24 @@ import pytest
 
 from tests.conftest import ROOT
 
-TASKS = [
-    "extract_static_features",
-    "build_sequences",
-    "check_data_quality",
-    "train_autoencoder",
-    "embed_markets",
-    "cluster_markets",
-    "build_report",
-    "write_segments",
-]
+#: Each step's task and what runs after it: the flow of steps.py (start_run also feeds every task its folder).
+FLOW = {
+    "start_run": [],
+    "extract_static_features": ["check_data_quality"],
+    "build_sequences": ["check_data_quality"],
+    "check_data_quality": ["prepare_inputs"],
+    "prepare_inputs": ["train_autoencoder"],
+    "wait_for_previous_month": ["read_previous"],
+    "read_previous": ["train_autoencoder"],
+    "train_autoencoder": ["embed_markets"],
+    "embed_markets": ["cluster_markets"],
+    "cluster_markets": ["align_segments"],
+    "align_segments": ["profile_segments"],
+    "profile_segments": ["build_report", "write_segments"],
+    "build_report": [],
+    "write_segments": [],
+}
+TASKS = list(FLOW)
 
 
 @pytest.fixture(scope="module")
@@ -57,17 +65,12 @@ def test_parse_time_imports_no_heavy_modules_and_opens_no_connection():
 
 def test_tasks_and_dependencies(dag):
     assert sorted(dag.task_ids) == sorted(TASKS)
-    down = {t: sorted(dag.get_task(t).downstream_task_ids) for t in TASKS}
-    assert down == {
-        "extract_static_features": ["check_data_quality", "cluster_markets"],
-        "build_sequences": ["check_data_quality", "cluster_markets"],
-        "check_data_quality": ["embed_markets", "train_autoencoder"],
-        "train_autoencoder": ["embed_markets", "write_segments"],
-        "embed_markets": ["cluster_markets"],
-        "cluster_markets": ["build_report", "write_segments"],
-        "build_report": [],
-        "write_segments": [],
-    }
+    down = {t: sorted(dag.get_task(t).downstream_task_ids) for t in TASKS if t != "start_run"}
+    assert down == {t: d for t, d in FLOW.items() if t != "start_run"}
+    # every task gets the run's folder from start_run, and nothing else through XCom
+    assert dag.get_task("start_run").downstream_task_ids == set(TASKS) - {"start_run"}
+    # a waiting month holds no worker slot
+    assert dag.get_task("wait_for_previous_month").mode == "reschedule"
     assert dag.doc_md.strip().startswith("### Monthly hybrid market segmentation")
     for task_id in TASKS:
         assert dag.get_task(task_id).execution_timeout is not None

@@ -143,7 +143,8 @@ def celery_run(postgres, redis, adventureworks_dir, tmp_path_factory):
                 cur = conn.cursor()
                 cur.execute("SELECT MARKET_KEY FROM MARKET_SEGMENT WHERE SEGMENT_MONTH = '2013-12-01'")
                 written = sorted(r[0] for r in cur.fetchall())
-    eligible = sorted(pd.read_parquet(home / "artifacts" / "2013-12" / "embeddings.parquet")["market_key"])
+    (embeddings,) = (home / "artifacts" / "2013-12").glob("*/embeddings.parquet")  # the run's own folder
+    eligible = sorted(pd.read_parquet(embeddings)["market_key"])
     return {
         "state": state,
         "tis": {ti["task_id"]: ti for ti in tis["task_instances"]},

@@ -81,6 +81,14 @@ def two_runs(warehouse_port, tmp_path_factory):
     }
 
 
+def _published(two_runs: dict) -> Path:
+    """The artifact folder of the run whose rows the warehouse holds for the month."""
+    from include.segmentation.adapters.catalog import run_key
+
+    (run_id,) = set(_month_rows()["RUN_ID"])
+    return two_runs["artifacts"] / run_key(run_id)
+
+
 def _asset_events(home: Path) -> int:
     """Asset events recorded for the MARKET_SEGMENT table in the run's Airflow metadata DB."""
     import sqlite3
@@ -107,8 +115,8 @@ def _dags_test(two_runs: dict, conf: dict) -> str:
 
 def test_every_eligible_market_has_exactly_one_segment(two_runs):
     rows = _month_rows()
-    eligible = pd.read_parquet(two_runs["artifacts"] / "embeddings.parquet")["market_key"]
-    excluded = pd.read_parquet(two_runs["artifacts"] / "excluded.parquet")["market_key"]
+    eligible = pd.read_parquet(_published(two_runs) / "embeddings.parquet")["market_key"]
+    excluded = pd.read_parquet(_published(two_runs) / "excluded.parquet")["market_key"]
     assert len(eligible) >= 50  # AdventureWorks has 69 state/province markets; a few lack recent sales
     assert sorted(rows["MARKET_KEY"]) == sorted(eligible)
     assert rows["MARKET_KEY"].is_unique
@@ -118,8 +126,9 @@ def test_every_eligible_market_has_exactly_one_segment(two_runs):
 
 def test_rerunning_the_month_keeps_the_same_rows(two_runs):
     assert two_runs["counts"][0] == two_runs["counts"][1] > 0
-    # the second run reused the month's model (same data, settings and seed)
-    assert "reusing the model trained for 2013-12" in two_runs["logs"][1]
+    # the second run reused the stored model (same windows, settings and seed), in a folder of its own
+    assert "reusing the stored model" in two_runs["logs"][1]
+    assert len(list(two_runs["artifacts"].glob("*/segments.parquet"))) == 2
 
 
 def test_run_record_figures(two_runs):
@@ -140,8 +149,12 @@ def test_run_record_figures(two_runs):
         assert run.FINAL_LOSS > 0
     assert set(rows["MODEL_VERSION"]) == {"lstm_hybrid_v2.0_20131231"}
     assert rows["SEGMENT_ID"].nunique() == runs["N_CLUSTERS"].iloc[0]
-    metrics = json.loads((two_runs["artifacts"] / "metrics.json").read_text())
+    metrics = json.loads((_published(two_runs) / "metrics.json").read_text())
     assert metrics["n_clusters"] == runs["N_CLUSTERS"].iloc[0]
+    run = json.loads((_published(two_runs) / "run.json").read_text())
+    assert run["run_id"] == rows["RUN_ID"].iloc[0]
+    assert run["dry_run"] is False
+    assert run["started_at"].endswith("+00:00")  # the DAG run's start, in UTC
 
 
 def test_the_demo_run_has_profiles_descriptions_and_a_report(two_runs):
@@ -154,7 +167,7 @@ def test_the_demo_run_has_profiles_descriptions_and_a_report(two_runs):
     rows = _month_rows()
     assert sorted(profiles["SEGMENT_ID"]) == sorted(rows["SEGMENT_ID"].unique())
     assert profiles["N_MARKETS"].sum() == len(rows)
-    report = (two_runs["artifacts"] / "report.html").read_text()
+    report = (_published(two_runs) / "report.html").read_text()
     assert 'id="pca-plot"' in report
     assert "plotly.js v" in report  # plotly.js inlined: the page works offline
     assert "<script src=" not in report
@@ -184,8 +197,14 @@ def test_a_month_without_data_fails_at_once_and_changes_nothing(two_runs):
 
 def test_a_dry_run_writes_nothing_and_updates_no_asset(two_runs):
     before = _month_rows().sort_values("MARKET_KEY", ignore_index=True)
+    published = {p: p.read_bytes() for p in _published(two_runs).iterdir()}
     log = _dags_test(two_runs, {"dry_run": True, "n_clusters": 3})
     assert "state=success" in log
     assert "dry run: lstm_hybrid_v2.0_20131231 computed, nothing written" in log
     pd.testing.assert_frame_equal(_month_rows().sort_values("MARKET_KEY", ignore_index=True), before)
+    # the published run's files are untouched; the dry run's report says what it is
+    assert {p: p.read_bytes() for p in _published(two_runs).iterdir()} == published
+    dry = [p for p in two_runs["artifacts"].glob("*/run.json") if json.loads(p.read_text())["dry_run"]]
+    assert len(dry) == 1
+    assert "(dry run)</h1>" in (dry[0].parent / "report.html").read_text()
     assert _asset_events(two_runs["home"]) == 2

@@ -3,8 +3,10 @@ Airflow's own api-server with a password login, and in headless Chromium through
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
+import logging
 import os
 import re
 import subprocess
@@ -13,11 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from include.segmentation.adapters.catalog import run_key
 from include.segmentation.report import NAV_MARKER
 from tests.conftest import ROOT
-from tests.ui_helpers import USERS, api_server, get, login_token
+from tests.ui_helpers import MONTHS, STAR, USERS, api_server, get, login_token, segment
 
-PAGES = ("/", "/runs/2013-12", "/markets", "/about")
+#: Every page; the run page is December's run in ``segmented_warehouse`` (run id ``ui-test-1``).
+PAGES = ("/", "/runs/2013-12", f"/runs/2013-12/{run_key('ui-test-1')}", "/markets", "/about")
+#: A runs-page row: month, run key, status and the cells.
+ROW = re.compile(r'<tr data-month="([^"]+)" data-run-key="([^"]+)" data-status="([^"]+)">(.*?)</tr>', re.S)
 
 
 @pytest.fixture(scope="module")
@@ -81,44 +87,215 @@ def test_every_page_refuses_anonymous_requests(plugin):
         assert "segment" not in response.text.lower()
 
 
+def _run_folder(root: Path, month: str, run_id: str, started_at: str, **info) -> Path:
+    """A run folder as ``RunArtifacts.start`` writes it, with ``metrics`` and ``report`` (text) when given."""
+    metrics, report = info.pop("metrics", None), info.pop("report", None)
+    folder = root / month / run_key(run_id)
+    folder.mkdir(parents=True)
+    run = {"run_id": run_id, "month": month, "dry_run": False, "fresh": False, "params": {}, "started_at": started_at}
+    (folder / "run.json").write_text(json.dumps(run | info))
+    if metrics is not None:
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    if report is not None:
+        (folder / "report.html").write_text(f"<html><body>{NAV_MARKER}<main>{report}</main></body></html>")
+    return folder
+
+
+#: The hand-made store's published runs (``published_runs``): run "r" in both months.
+PUBLISHED = {"2013-11": "r", "2013-12": "r"}
+
+
 @pytest.fixture
 def artifacts(tmp_path, monkeypatch):
-    """An artifact store with 2013-11 (report), 2013-12 (metrics, no report) and a non-month folder."""
-    nov, dec = tmp_path / "2013-11", tmp_path / "2013-12"
-    nov.mkdir()
-    dec.mkdir()
-    (tmp_path / "notes").mkdir()
+    """A hand-made artifact store. 2013-11: run "r" (report, a NaN silhouette). 2013-12: run "r"
+    (metrics, no report), a dry run "d" (report), an older run "o" (report) and a newer one "n" (nothing
+    but ``run.json``: failed or still running); plus folders that
+    are no run (unreadable or no ``run.json``), the old layout's month report and a non-month folder.
+    Runs "r" are published (``PUBLISHED``)."""
     metrics = {"algorithm": "kmeans", "n_clusters": 3, "silhouette_hybrid": 0.41, "silhouette_lstm": 0.2}
-    (nov / "metrics.json").write_text(json.dumps(metrics | {"silhouette_static": float("nan")}))
-    (dec / "metrics.json").write_text(json.dumps(metrics | {"n_clusters": 4, "stability": 0.75}))
-    (nov / "report.html").write_text(f"<html><body>{NAV_MARKER}<main>the November report</main></body></html>")
+    nov = metrics | {"silhouette_static": float("nan")}
+    _run_folder(tmp_path, "2013-11", "r", "2013-12-01T06:00:00+00:00", metrics=nov, report="the November report")
+    _run_folder(
+        tmp_path, "2013-12", "r", "2014-01-01T06:00:00+00:00", metrics=metrics | {"n_clusters": 4, "stability": 0.75}
+    )
+    params = {"target_month": "2013-12", "n_clusters": 5, "dry_run": True, "epochs": None}
+    dry = metrics | {"n_clusters": 5}
+    _run_folder(
+        tmp_path,
+        "2013-12",
+        "d",
+        "2014-01-02T06:00:00+00:00",
+        dry_run=True,
+        params=params,
+        metrics=dry,
+        report="the dry run",
+    )
+    _run_folder(tmp_path, "2013-12", "o", "2013-12-31T23:00:00+00:00", report="an older December run")
+    _run_folder(tmp_path, "2013-12", "n", "2014-01-05T06:00:00+00:00")  # started after "r": failed or running
+    (tmp_path / "2013-12" / "broken").mkdir()
+    (tmp_path / "2013-12" / "broken" / "run.json").write_text("{not json")
+    (tmp_path / "2013-12" / "empty").mkdir()
+    (tmp_path / "2013-12" / "report.html").write_text("the old layout's report")
+    (tmp_path / "notes").mkdir()
     monkeypatch.setenv("SEGMENTATION_ARTIFACTS", str(tmp_path))
+    monkeypatch.delenv("SEGMENTATION_CONFIG", raising=False)
     return tmp_path
 
 
-def test_runs_page_lists_months_newest_first(plugin, artifacts):
+def _unreachable(*_args):
+    raise ConnectionError("no route to host")
+
+
+def test_list_runs_reads_every_run_folder(plugin, artifacts, monkeypatch, caplog):
+    from include.segmentation.config import load_config
+
+    monkeypatch.setattr(plugin, "published_runs", lambda _config: PUBLISHED)
+    with caplog.at_level(logging.WARNING):
+        runs, error = plugin.list_runs(load_config())
+    assert error is None
+    assert [(r["month"], r["run_id"], r["status"]) for r in runs] == [
+        ("2013-12", "r", "published"),  # the published run first, though it started after the others
+        ("2013-12", "n", "not-published"),
+        ("2013-12", "d", "dry-run"),
+        ("2013-12", "o", "superseded"),
+        ("2013-11", "r", "published"),
+    ]
+    assert runs[2] == {
+        "month": "2013-12",
+        "run_id": "d",
+        "run_key": run_key("d"),
+        "dry_run": True,
+        "started_at": "2014-01-02T06:00:00+00:00",
+        "params": {"target_month": "2013-12", "n_clusters": 5, "dry_run": True, "epochs": None},
+        "published": False,
+        "status": "dry-run",
+        "has_report": True,
+        "algorithm": "kmeans",
+        "n_clusters": 5,
+        "previous_month": None,
+        "silhouette_hybrid": 0.41,
+        "silhouette_lstm": 0.2,
+        "silhouette_static": None,
+        "stability": None,
+        "noise_fraction": None,
+    }
+    assert runs[0]["has_report"] is False
+    assert runs[3]["n_clusters"] is None  # no metrics.json yet
+    assert runs[4]["silhouette_static"] is None  # NaN
+    assert "broken" in caplog.text  # unreadable run.json: skipped, logged
+    assert "empty" in caplog.text
+
+    monkeypatch.setattr(plugin, "published_runs", _unreachable)
+    runs, error = plugin.list_runs(load_config())
+    assert [(r["run_id"], r["published"], r["status"]) for r in runs] == [
+        ("n", None, "unknown"),  # without the warehouse: by start time
+        ("d", None, "dry-run"),
+        ("r", None, "unknown"),
+        ("o", None, "unknown"),
+        ("r", None, "unknown"),
+    ]
+    assert error.startswith("The warehouse could not be read (ConnectionError)")
+
+
+def test_runs_page_lists_runs_newest_month_first(plugin, artifacts, monkeypatch):
+    monkeypatch.setattr(plugin, "published_runs", lambda _config: PUBLISHED)
     page = _client(plugin).get("/")
     assert page.status_code == 200
-    months = re.findall(r'<tr data-month="([^"]+)">', page.text)
-    assert months == ["2013-12", "2013-11"]  # "notes" is not a month
-    assert '<a href="./runs/2013-11">open report</a>' in page.text
-    assert "no report (run incomplete)" in page.text  # December has metrics but no report
-    assert "0.410" in page.text
-    assert "75%" in page.text
-    assert "n/a" in page.text  # NaN silhouette
+    assert page.headers["cache-control"] == "no-store"
+    rows = ROW.findall(page.text)
+    assert [(month, key, status) for month, key, status, _ in rows] == [
+        ("2013-12", run_key("r"), "published"),
+        ("2013-12", run_key("n"), "not-published"),
+        ("2013-12", run_key("d"), "dry-run"),
+        ("2013-12", run_key("o"), "superseded"),
+        ("2013-11", run_key("r"), "published"),
+    ]
+    published, newer, dry, older, november = (re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for *_, row in rows)
+    assert published[:3] == ["2013-12", "<code>r</code>", "2014-01-01 06:00:00+00:00"]  # no report: no link
+    assert "no report (run incomplete)" in published[-1]
+    assert published[10] == "75%"
+    assert ">not published</span>" in newer[3]
+    assert ">dry run</span>" in dry[3]
+    assert dry[4] == "dry_run=True, n_clusters=5, target_month=2013-12"  # unset Params left out
+    assert dry[6] == "5"
+    assert ">not published (superseded)</span>" in older[3]
+    assert "defaults" in older[4]
+    assert november[0] == '<a href="./runs/2013-11">2013-11</a>'  # the month's published report
+    assert november[-1] == f'<a href="./runs/2013-11/{run_key("r")}">open report</a>'
+    assert november[7] == "0.410"
+    assert november[9] == "n/a"  # NaN silhouette
+    assert 'class="error"' not in page.text
 
 
-def test_report_page_serves_the_report_with_navigation(plugin, artifacts):
+def test_runs_page_without_the_warehouse_still_lists_the_runs(plugin, artifacts, monkeypatch):
+    monkeypatch.setattr(plugin, "published_runs", _unreachable)
+    client = _client(plugin)
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "The warehouse could not be read (ConnectionError)" in page.text
+    assert [status for *_, status, _ in ROW.findall(page.text)] == [
+        "unknown",
+        "dry-run",
+        "unknown",
+        "unknown",
+        "unknown",
+    ]
+    month = client.get("/runs/2013-11")
+    assert month.status_code == 503
+    assert "The warehouse could not be read (ConnectionError)" in month.text
+    assert f'<a href="../runs/2013-11/{run_key("r")}">r</a>' in month.text  # the month's runs, each openable
+
+
+def test_report_pages_serve_the_published_and_any_run(plugin, artifacts, monkeypatch):
+    monkeypatch.setattr(plugin, "published_runs", lambda _config: PUBLISHED)
     client = _client(plugin)
     page = client.get("/runs/2013-11")
     assert page.status_code == 200
+    assert page.headers["cache-control"] == "no-store"
     assert "the November report" in page.text
     assert NAV_MARKER not in page.text
     assert '<a href="../runs/2013-11" class="active">Report 2013-11</a>' in page.text
     assert '<a href="../about"' in page.text
-    assert client.get("/runs/2013-12").status_code == 404  # run without a report
+
+    december = client.get("/runs/2013-12")  # its published run "r" has no report
+    assert december.status_code == 404
+    assert "Run <code>r</code> has no report" in december.text
+    missing = client.get("/runs/2014-01")
+    assert missing.status_code == 404
+    assert "No published run for 2014-01" in missing.text
     assert client.get("/runs/2013-13").status_code == 404
     assert client.get("/runs/..%2F..%2Fetc").status_code == 404
+
+    dry = client.get(f"/runs/2013-12/{run_key('d')}")
+    assert dry.status_code == 200
+    assert dry.headers["cache-control"] == "no-store"
+    assert "the dry run" in dry.text
+    nav = f'<a href="../../runs/2013-12/{run_key("d")}" class="active">Report 2013-12, run d (dry run)</a>'
+    assert nav in dry.text
+    assert '<a href="../../about"' in dry.text
+    assert "an older December run" in client.get(f"/runs/2013-12/{run_key('o')}").text
+    incomplete = client.get(f"/runs/2013-12/{run_key('r')}")
+    assert incomplete.status_code == 404
+    assert "Run <code>r</code> has no report" in incomplete.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/runs/2013-12/nope-0000",  # no such folder
+        "/runs/2013-12/broken",  # unreadable run.json
+        "/runs/2013-12/empty",  # no run.json
+        "/runs/2013-12/report.html",  # a file, not a run folder
+        "/runs/2013-12/%2E%2E",  # ".."
+        "/runs/2013-12/%2E",  # "."
+        "/runs/2013-12/a%20b",  # not a run key
+        "/runs/2013-12/%2E%2E%2F2013-11",
+        f"/runs/2013-11/{run_key('d')}",  # another month's run
+        f"/runs/2013-13/{run_key('d')}",
+    ],
+)
+def test_a_bad_run_key_is_not_found(plugin, artifacts, path):
+    assert _client(plugin).get(path).status_code == 404
 
 
 def test_about_page_explains_the_approach(plugin, artifacts):
@@ -218,6 +395,142 @@ def test_markets_page_reports_an_unreachable_warehouse(plugin, artifacts, monkey
 
 
 # ---------------------------------------------------------------------------------------------
+# Real runs of one month (``steps.run_month`` on an in-process emulator): which report is published
+
+
+@pytest.fixture
+def run_december(emulated_warehouse, tmp_path, monkeypatch):
+    """The synthetic warehouse (``ui_helpers.STAR``) in an in-process emulator and an empty artifact
+    store, both what the plugin reads. Returns ``run(run_id, started_at=..., dry_run=..., n_clusters=...)``:
+    a real run of 2013-12 (``ui_helpers.segment``), returning ``run_month``'s result."""
+    from include.segmentation.local.demo_data import synthetic_star
+
+    emulated_warehouse(synthetic_star(**STAR))
+    artifacts = tmp_path / "artifacts"
+    monkeypatch.setenv("SEGMENTATION_ARTIFACTS", str(artifacts))
+    monkeypatch.delenv("SEGMENTATION_CONFIG", raising=False)
+    return functools.partial(segment, artifacts, MONTHS[-1])
+
+
+REAL = "manual__2014-01-02T08:00:00+00:00"
+DRY = "manual__2014-01-03T09:30:00+00:00"
+
+
+def _headline(page: str) -> str:
+    return re.search(r"<h1>(.*?)</h1>", page, re.S).group(1)
+
+
+def _assert_serves_the_report_of(client, path: str, result: dict) -> str:
+    """``path`` serves the report ``run_month`` wrote (``result``), with the plugin's navigation bar."""
+    from include.segmentation.adapters.storage import read_bytes
+
+    page = client.get(path)
+    assert page.status_code == 200, page.text[:500]
+    before, after = read_bytes(result["build_report"]["path"]).decode().split(NAV_MARKER)
+    assert page.text.startswith(before)
+    assert page.text.endswith(after)
+    assert '<nav class="seg-nav"' in page.text
+    return page.text
+
+
+def _assert_published_is_the_real_run(plugin, real: dict, dry: dict) -> None:
+    """/runs/2013-12 serves the real run's report; the runs page lists both, the dry run as one."""
+    assert real["write_segments"] == {
+        "rows_written": 12,
+        "model_version": "lstm_hybrid_v2.0_20131231",
+        "dry_run": False,
+    }
+    assert dry["write_segments"]["dry_run"] is True
+    assert dry["cluster_markets"]["n_clusters"] == 3
+    assert real["cluster_markets"]["n_clusters"] != 3  # the dry run's is another segmentation
+    client = _client(plugin)
+
+    page = _assert_serves_the_report_of(client, "/runs/2013-12", real)
+    assert _headline(page) == "Market segments, 2013-12"
+    assert "dry run" not in _headline(page).lower()
+    assert f"<dd>{REAL}</dd>" in page
+    assert DRY not in page
+
+    runs = client.get("/")
+    assert runs.status_code == 200
+    rows = ROW.findall(runs.text)
+    assert [(month, key, status) for month, key, status, _ in rows] == [
+        ("2013-12", run_key(REAL), "published"),
+        ("2013-12", run_key(DRY), "dry-run"),
+    ]
+    published, dry_cells = (re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for *_, row in rows)
+    assert published[:3] == [
+        '<a href="./runs/2013-12">2013-12</a>',
+        f"<code>{REAL}</code>",
+        "2014-01-02 08:00:00+00:00",
+    ]
+    assert ">published</span>" in published[3]
+    assert published[6] == str(real["cluster_markets"]["n_clusters"])
+    assert published[7] == f"{real['cluster_markets']['silhouette_hybrid']:.3f}"
+    assert dry_cells[:3] == ["2013-12", f"<code>{DRY}</code>", "2014-01-03 09:30:00+00:00"]
+    assert ">dry run</span>" in dry_cells[3]
+    assert dry_cells[4] == "dry_run=True, force_retrain=False, n_clusters=3, target_month=2013-12"
+    assert dry_cells[6] == "3"
+    assert dry_cells[7] == f"{dry['cluster_markets']['silhouette_hybrid']:.3f}"
+    assert f'<a href="./runs/2013-12/{run_key(DRY)}">open report</a>' in dry_cells[-1]
+
+    own = _assert_serves_the_report_of(client, f"/runs/2013-12/{run_key(DRY)}", dry)
+    assert _headline(own) == "Market segments, 2013-12 (dry run)"
+    assert f"<dd>{DRY}</dd>" in own
+
+
+def test_a_dry_run_after_the_real_run_leaves_its_report_published(plugin, run_december):
+    real = run_december(REAL, started_at="2014-01-02T08:00:00+00:00")
+    dry = run_december(DRY, started_at="2014-01-03T09:30:00+00:00", dry_run=True, n_clusters=3)
+    _assert_published_is_the_real_run(plugin, real, dry)
+
+
+def test_a_real_run_after_a_dry_run_is_published(plugin, run_december):
+    # The runs' start times as in the other test; only the order they ran in differs.
+    dry = run_december(DRY, started_at="2014-01-03T09:30:00+00:00", dry_run=True, n_clusters=3)
+    client = _client(plugin)
+    only_dry = client.get("/runs/2013-12")
+    assert only_dry.status_code == 404
+    assert "2013-12 has only dry runs" in only_dry.text
+    assert f'<a href="../runs/2013-12/{run_key(DRY)}">{DRY}</a>' in only_dry.text
+    assert [status for *_, status, _ in ROW.findall(client.get("/").text)] == ["dry-run"]
+
+    real = run_december(REAL, started_at="2014-01-02T08:00:00+00:00")
+    _assert_published_is_the_real_run(plugin, real, dry)
+
+
+def test_a_second_real_run_supersedes_the_first(plugin, run_december):
+    first = run_december("manual__first", started_at="2014-01-02T08:00:00+00:00")
+    second = run_december("manual__second", started_at="2014-01-02T09:00:00+00:00", n_clusters=3)
+    client = _client(plugin)
+    page = _assert_serves_the_report_of(client, "/runs/2013-12", second)
+    assert "<dd>manual__second</dd>" in page
+    rows = ROW.findall(client.get("/").text)
+    assert [(key, status) for _, key, status, _ in rows] == [
+        (run_key("manual__second"), "published"),
+        (run_key("manual__first"), "superseded"),
+    ]
+    _assert_serves_the_report_of(client, f"/runs/2013-12/{run_key('manual__first')}", first)
+
+
+def test_a_bad_run_key_of_a_real_run_is_not_found(plugin, run_december):
+    run_december(REAL, started_at="2014-01-02T08:00:00+00:00")
+    client = _client(plugin)
+    assert client.get(f"/runs/2013-12/{run_key(REAL)}").status_code == 200
+    for path in (
+        f"/runs/2013-11/{run_key(REAL)}",  # the run is December's
+        f"/runs/2013-12/{run_key(REAL)}x",
+        f"/runs/2013-12/{REAL}",  # the run id is not its folder's name
+        "/runs/2013-12/models",
+        "/runs/2013-12/%2E%2E",
+    ):
+        page = client.get(path)
+        assert page.status_code == 404, path
+        assert "<h1>No such run in" in page.text
+        assert "Market segments, 2013-12" not in page.text  # no report served
+
+
+# ---------------------------------------------------------------------------------------------
 # Inside Airflow's api-server, with SimpleAuthManager's password login
 
 
@@ -246,6 +559,14 @@ def test_api_server_pages_need_an_airflow_login(airflow_port):
         assert status == 200, page
     status, body = get(airflow_port, "/segments/markets", token=token)
     assert len(re.findall(r'<tr data-market="', body)) == 12  # every synthetic market, from the warehouse
+    assert '<a href="./runs/2013-12">2013-12</a>' in body  # the month's published report
+    status, body = get(airflow_port, "/segments/", token=token)
+    assert [(m, k, s) for m, k, s, _ in ROW.findall(body)] == [
+        ("2013-12", run_key("ui-test-1"), "published"),
+        ("2013-11", run_key("ui-test-0"), "published"),
+    ]
+    status, body = get(airflow_port, "/segments/runs/2013-12", token=token)
+    assert "<dd>ui-test-1</dd>" in body
 
 
 @pytest.mark.integration
@@ -276,6 +597,7 @@ def test_market_segments_in_the_airflow_ui(airflow_port, chromium, tmp_path):
             runs = frame.locator("table#runs tbody tr")
             expect(runs).to_have_count(2, timeout=30_000)
             expect(runs.first).to_have_attribute("data-month", "2013-12")
+            expect(runs.first).to_have_attribute("data-status", "published")
             page.screenshot(path=out / "market-segments-runs.png")
 
             frame.get_by_role("link", name="2013-12").first.click()

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from include.segmentation import steps as pipeline
+from include.segmentation.adapters.catalog import RunArtifacts
 from include.segmentation.adapters.storage import read_npz, read_parquet
 from include.segmentation.config import SegmentationConfig
 from include.segmentation.local.demo_data import adventureworks_star, load_star
@@ -28,13 +29,14 @@ def _run_month(star: dict, artifacts, monkeypatch) -> dict:
         conn = snowflake.connector.connect(database="SEGMENTATION", schema="MART")
         load_star(conn, star, config.warehouse)
         steps = pipeline.run_month(config, MONTH, run_id="pit", dry_run=True)
+    run = RunArtifacts.open(steps["folder"])
     return {
-        "static": read_parquet(steps["extract_static_features"]["path"]),
-        "sequences": read_npz(steps["check_data_quality"]["path"]),
-        "embeddings": read_parquet(steps["embed_markets"]["path"]),
-        "segments": read_parquet(steps["cluster_markets"]["path"]),
-        "profiles": read_parquet(steps["cluster_markets"]["profiles_path"]),
-        "clusters": steps["cluster_markets"],
+        "static": read_parquet(run.static),
+        "sequences": read_npz(run.inputs),
+        "embeddings": read_parquet(run.embeddings),
+        "segments": read_parquet(run.segments),
+        "profiles": read_parquet(run.profiles),
+        "clusters": steps["cluster_markets"] | steps["align_segments"],
     }
 
 

@@ -217,15 +217,16 @@ def _config(tmp, **quality):
 
 def test_warehouse_checks_fail_the_run_with_names_and_counts(warehouse):
     keys, config = warehouse["keys"], _config(warehouse["tmp"])
-    static = pipeline.extract_static_features(config, MONTH)
-    seqs = pipeline.build_sequences(config, MONTH)
+    run = pipeline.start_run(config, MONTH, "test")
+    pipeline.extract_static_features(run)
+    pipeline.build_sequences(run)
     with pytest.raises(ValueError, match="data-quality checks failed") as err:
-        pipeline.check_data_quality(config, MONTH, static["path"], seqs["path"])
+        pipeline.check_data_quality(run)
     message = str(err.value)
     assert message.startswith("data-quality checks failed for 2013-12: ")
     assert f"null_keys: 1 fact lines in 1 market(s), e.g. '{keys[3]}'" in message
     assert f"duplicate_lines: 4 fact lines in 1 market(s), e.g. '{keys[0]}'" in message
-    quality = read_json(pipeline.month_dir(config, MONTH) / "quality.json")
+    quality = read_json(run.quality)
     assert quality["checks"]["undated"]["count"] == 1  # warned, recorded
     assert quality["checks"]["unknown_loyalty"] == {
         "policy": "exclude",
@@ -241,10 +242,11 @@ def test_warehouse_checks_fail_the_run_with_names_and_counts(warehouse):
 def test_excluding_policies_drop_the_markets_and_the_run_goes_on(warehouse):
     keys = warehouse["keys"]
     config = _config(warehouse["tmp"], null_keys="warn", duplicate_lines="exclude")
-    static = pipeline.extract_static_features(config, MONTH)
-    seqs = pipeline.build_sequences(config, MONTH)
-    checked = pipeline.check_data_quality(config, MONTH, static["path"], seqs["path"])
-    excluded = read_parquet(checked["excluded_path"]).groupby("market_key")["check"].agg(sorted).to_dict()
+    run = pipeline.start_run(config, MONTH, "test")
+    pipeline.extract_static_features(run)
+    pipeline.build_sequences(run)
+    checked = pipeline.check_data_quality(run)
+    excluded = read_parquet(run.excluded).groupby("market_key")["check"].agg(sorted).to_dict()
     assert excluded == {keys[0]: ["duplicate_lines"], keys[1]: ["unknown_loyalty"], keys[2]: ["bad_lifetime_value"]}
     assert checked["n_markets"] == 5
     assert checked["flagged"] == {
@@ -258,11 +260,12 @@ def test_excluding_policies_drop_the_markets_and_the_run_goes_on(warehouse):
 
 def test_too_few_markets_for_k_fails_before_training(warehouse):
     config = _config(warehouse["tmp"], null_keys="warn", duplicate_lines="exclude").with_overrides(n_clusters=5)
-    static = pipeline.extract_static_features(config, MONTH)
-    seqs = pipeline.build_sequences(config, MONTH)
+    run = pipeline.start_run(config, MONTH, "test")
+    pipeline.extract_static_features(run)
+    pipeline.build_sequences(run)
     with pytest.raises(ValueError, match=r"5 market\(s\) left for 2013-12 .* into 5\+ segments needs at least 6"):
-        pipeline.check_data_quality(config, MONTH, static["path"], seqs["path"])
-    assert not (pipeline.month_dir(config, MONTH) / "inputs.npz").exists()
+        pipeline.check_data_quality(run)
+    assert not run.inputs.exists()
 
 
 def test_a_thin_market_is_excluded_by_the_gate_with_its_numbers(tmp_path, monkeypatch):
@@ -286,20 +289,22 @@ def test_a_thin_market_is_excluded_by_the_gate_with_its_numbers(tmp_path, monkey
     with fakesnow.patch():
         conn = snowflake.connector.connect(database="SEGMENTATION", schema="MART")
         load_star(conn, star, config.warehouse)
-        static = pipeline.extract_static_features(config, MONTH)
-        seqs = pipeline.build_sequences(config, MONTH)
-        checked = pipeline.check_data_quality(config, MONTH, static["path"], seqs["path"])
-    data = read_npz(seqs["path"])
+        run = pipeline.start_run(config, MONTH, "test")
+        pipeline.extract_static_features(run)
+        pipeline.build_sequences(run)
+        checked = pipeline.check_data_quality(run)
+        pipeline.prepare_inputs(run)
+    data = read_npz(run.sequences)
     row = list(data["markets"]).index("XX-THIN")
     assert data["n_lines"].shape == data["revenue"].shape
     assert data["n_lines"][row, -6:].tolist() == [0, 2, 0, 2, 0, 2]
-    assert read_parquet(checked["excluded_path"]).to_dict("records") == [
+    assert read_parquet(run.excluded).to_dict("records") == [
         {"market_key": "XX-THIN", "check": "thin", "reason": CHECKS_TEXT["thin"]}
     ]
     assert checked["n_markets"] == 6
-    assert "XX-THIN" not in read_npz(checked["path"])["markets"]
+    assert "XX-THIN" not in read_npz(run.inputs)["markets"]
     customers = f"{n_customers} customer{'' if n_customers == 1 else 's'}"
-    assert read_json(checked["quality_path"])["warnings"] == [
+    assert read_json(run.quality)["warnings"] == [
         f"thin: 1 market(s), e.g. 'XX-THIN' (fewer than 10 order lines in the 6-month window: 'XX-THIN' 6 lines, "
         f"{customers}): {CHECKS_TEXT['thin']}; excluded"
     ]

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from include.segmentation import report
-from include.segmentation.adapters.storage import read_json, read_parquet
+from include.segmentation import report, steps
+from include.segmentation.adapters.catalog import RunArtifacts
+from include.segmentation.adapters.storage import ArtifactError, read_json, read_parquet, write_json, write_parquet
 from include.segmentation.config import SegmentationConfig
 from include.segmentation.core.features import STATIC_FEATURES
-from include.segmentation.steps import month_dir
 
 
 def _segments(n: int = 8, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -114,13 +114,10 @@ def test_profile_rows_read_columns_by_name():
 
 
 def test_build_report_names_missing_artifacts(tmp_path):
-    config = SegmentationConfig(artifacts_dir=str(tmp_path))
-    (tmp_path / "2013-12").mkdir()
-    (tmp_path / "2013-12" / "metrics.json").write_text("{}")
-    with pytest.raises(
-        ValueError, match=r"\['segments.parquet', 'embeddings.parquet', 'model.json', 'profiles.parquet'\]"
-    ):
-        report.build_report(config, pd.Period("2013-12", "M"))
+    run = steps.start_run(SegmentationConfig(artifacts_dir=str(tmp_path)), pd.Period("2013-12", "M"), "run-1")
+    write_json(run.metrics, {})
+    with pytest.raises(ArtifactError, match=rf"artifact {run.segments} does not exist"):
+        steps.build_report(run)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,15 +126,13 @@ def test_build_report_names_missing_artifacts(tmp_path):
 
 @pytest.fixture(scope="module")
 def december(segmented_months):
-    config, month = segmented_months.config, segmented_months.months[-1]
-    folder = month_dir(config, month)
-    page = (folder / report.REPORT_NAME).read_text()
+    run = RunArtifacts.open(segmented_months.folders[-1])
     return {
-        "page": page,
-        "segments": read_parquet(folder / "segments.parquet"),
-        "profiles": read_parquet(folder / "profiles.parquet"),
-        "metrics": read_json(folder / "metrics.json"),
-        "model": read_json(folder / "model.json"),
+        "page": run.report.read_text(),
+        "segments": read_parquet(run.segments),
+        "profiles": read_parquet(run.profiles),
+        "metrics": read_json(run.metrics),
+        "model": read_json(run.model),
     }
 
 
@@ -191,7 +186,7 @@ def test_report_has_the_run_figures_and_works_offline(december):
     assert page.count(report.NAV_MARKER) == 1
 
 
-def test_render_report_with_noise_moves_and_no_k_curve():
+def test_render_report_with_noise_moves_and_no_k_curve(tmp_path):
     """A DBSCAN-like run: unassigned markets, markets that moved, excluded ones, no k curve; all escaped."""
     segments, embeddings = _segments()
     segments.loc[1, "market_name"] = "<img src=x onerror=alert(1)>"
@@ -203,12 +198,18 @@ def test_render_report_with_noise_moves_and_no_k_curve():
             "description": ["Growing <markets>", "Shrinking ones", "Steady & small", "Unassigned markets (noise)"],
         }
     )
-    run = report.RunArtifacts(
-        month=pd.Period("2014-01", "M"),
-        segments=segments,
-        embeddings=embeddings,
-        profiles=profiles,
-        metrics={
+    run = steps.start_run(
+        SegmentationConfig(artifacts_dir=str(tmp_path), clustering={"static_weight": 0.3}),
+        pd.Period("2014-01", "M"),
+        "manual__2014-02-03T10:00:00+00:00",
+        {"dry_run": True, "started_at": "2014-02-03T10:00:00+00:00", "params": {"n_clusters": None, "seq_len": 12}},
+    )
+    write_parquet(segments, run.segments)
+    write_parquet(embeddings, run.embeddings)
+    write_parquet(profiles, run.profiles)
+    write_json(
+        run.metrics,
+        {
             "algorithm": "dbscan",
             "n_clusters": 3,
             "noise_fraction": 0.125,
@@ -221,7 +222,10 @@ def test_render_report_with_noise_moves_and_no_k_curve():
             "k_reason": "k kept at last month's 3: the 1-SE rule prefers 4, but gap(4)=0.812 is within one standard "
             "error of gap(3)=0.801",
         },
-        model={
+    )
+    write_json(
+        run.model,
+        {
             "losses": [0.9, 0.5],
             "final_loss": 0.5,
             "device": "cuda",
@@ -229,11 +233,12 @@ def test_render_report_with_noise_moves_and_no_k_curve():
             "steps": 3000,
             "warm_start_from": "2013-12",
         },
-        excluded=pd.DataFrame(
-            {"market_key": ["Z", "Z"], "reason": ["sales in 1 of the last 12 months (< 3)", "2 order lines (< 10)"]}
-        ),
     )
-    page = report.render_report(run, "lstm_hybrid_v2.0_20140131", static_weight=0.3)
+    excluded = {"market_key": ["Z", "Z"], "check": ["inactive", "thin"]}
+    excluded["reason"] = ["sales in 1 of the last 12 months (< 3)", "2 order lines (< 10)"]
+    write_parquet(pd.DataFrame(excluded), run.excluded)
+    steps.build_report(run)
+    page = run.report.read_text()
     assert "<img src=x" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page  # in the changed-markets table
     assert "Growing &lt;markets&gt;" in page
@@ -247,6 +252,12 @@ def test_render_report_with_noise_moves_and_no_k_curve():
     assert "3 market(s) changed segment since 2013-12; 1 market(s) had no SegmentID then (new, or unassigned)" in page
     assert '<table id="excluded-markets">' in page
     assert "<dt>static weight</dt><dd>0.30</dd>" in page
+    # which run this is, and that it wrote nothing
+    assert "<dt>run id</dt><dd>manual__2014-02-03T10:00:00+00:00</dd>" in page
+    assert "<dt>started (UTC)</dt><dd>2014-02-03T10:00:00+00:00</dd>" in page
+    assert "<dt>params</dt><dd>seq_len=12</dd>" in page
+    assert "<h1>Market segments, 2014-01 (dry run)</h1>" in page
+    assert "<dt>run type</dt><dd>DRY RUN: nothing written to the warehouse</dd>" in page
     assert "<dt>markets excluded</dt><dd>1</dd>" in page  # one market, excluded by two checks
     assert "<dt>trained on</dt><dd>cuda</dd>" in page
     assert "<dt>why this k</dt><dd>k kept at last month&#39;s 3: the 1-SE rule prefers 4" in page

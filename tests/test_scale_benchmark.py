@@ -1,8 +1,8 @@
-"""Smoke test of benchmarks/scale.py at a tiny size: it completes and prints every stage (no timing asserted)."""
+"""Smoke test of benchmarks/scale.py at a tiny size: it completes and prints every step (no timing asserted)."""
 
 import numpy as np
 
-from benchmarks import scale
+from benchmarks import scale, synthetic
 
 
 def test_the_scale_benchmark_runs_every_stage(capsys):
@@ -25,6 +25,7 @@ def test_the_scale_benchmark_runs_every_stage(capsys):
         ]
     )
     out = capsys.readouterr().out
+    assert tuple(step.__name__ for step in scale.steps.STEPS) == scale.STAGES  # the DAG's steps, in order
     assert set(results[120]["stages"]) == set(scale.STAGES)
     table = out[out.index("Wall time per stage") :]
     for stage in (*scale.STAGES, "end to end"):
@@ -35,17 +36,40 @@ def test_the_scale_benchmark_runs_every_stage(capsys):
     assert "Planted segments (benchmarks.planted, 4 segments), 40 markets" in out
     assert "ours (LSTM-AE hybrid, 5 steps)" in out
     assert "tslearn DTW K-Means" in out or "tslearn not installed: DTW skipped" in out
-    assert results[120]["info"]["rows_written"] == 120
+    info = results[120]["info"]
+    assert info["rows_written"] == info["eligible"] == 120  # every market segmented and written
 
 
-def test_generated_frames_look_like_the_warehouse_output():
-    monthly, static, markets = scale.generated_frames(50)
+def test_generated_answers_look_like_the_warehouse_output():
+    answers = synthetic.generated_answers(50)
+    monthly = answers["monthly_sales"]
     assert list(monthly.columns) == ["market_key", "month_start", "revenue", "quantity", "n_lines", "n_customers"]
     assert monthly["month_start"].dtype == np.dtype("datetime64[us]")
-    assert monthly.groupby("market_key").size().max() <= scale.HISTORY
-    assert len(static) == len(markets) == 50
-    star = scale.synthetic_star(50)
+    assert monthly.groupby("market_key").size().max() <= synthetic.HISTORY
+    assert len(answers["static_features"]) == len(answers["markets"]) == 50
+    star = synthetic.synthetic_star(50)
     lines = star["fact_sale"]
     assert lines.groupby(["SALES_ORDER_NUMBER", "SALES_ORDER_LINE"]).size().max() == 1
     per_cell = lines.groupby(["MARKET_KEY", lines["ORDER_DATE"].dt.to_period("M")]).size()
     assert set(per_cell.unique()) <= {1, 2}
+
+
+def test_generated_answers_have_the_columns_of_the_steps_queries(emulated_warehouse, tmp_path, monkeypatch):
+    """The steps' own source queries on the loaded star return the columns the generated answers have."""
+    emulated_warehouse(synthetic.synthetic_star(50))
+    source, columns = synthetic.Warehouse(), {}
+
+    def recording(conn, sql, params=None):
+        frame = query_frame(conn, sql, params)
+        columns[source.names[sql]] = list(frame.columns)
+        return frame
+
+    query_frame = synthetic.query_frame
+    monkeypatch.setattr(synthetic, "query_frame", recording)
+    with source.patched():
+        run = synthetic.steps.start_run(scale.bench_config(tmp_path, 1, 5), synthetic.MONTH, "columns")
+        synthetic.run_steps(run, until="check_data_quality")
+    answers = synthetic.generated_answers(50)
+    assert set(synthetic.SOURCE_QUERIES) <= set(columns)
+    for name in synthetic.SOURCE_QUERIES:
+        assert list(answers[name].columns) == columns[name], name

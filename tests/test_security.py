@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -215,7 +216,7 @@ def test_numeric_strings_become_numbers_not_sql():
 
 def test_only_known_params_reach_the_configuration():
     """Conf keys other than the run Params (e.g. a table name) are ignored, not applied."""
-    from include.segmentation.steps import settings_from_context
+    from include.segmentation.run_context import settings_from_context
 
     params = {
         "target_month": "2013-12",
@@ -318,7 +319,7 @@ def test_hostile_market_keys_and_names_flow_through_the_pipeline_as_data(tmp_pat
     with fakesnow.patch():
         conn = snowflake.connector.connect(database="SEGMENTATION", schema="MART")
         load_star(conn, star, config.warehouse)
-        pipeline.run_month(config, pd.Period("2013-12", "M"), run_id=f"scheduled__{EVIL}")
+        result = pipeline.run_month(config, pd.Period("2013-12", "M"), run_id=f"scheduled__{EVIL}/../../x")
         cur = conn.cursor()
         cur.execute("SELECT MARKET_KEY, RUN_ID FROM MARKET_SEGMENT")
         rows = cur.fetchall()
@@ -326,8 +327,12 @@ def test_hostile_market_keys_and_names_flow_through_the_pipeline_as_data(tmp_pat
         examples = ", ".join(r[0] for r in cur.fetchall())
         assert {"FACT_SALE", "DIM_TERRITORY", "MARKET_SEGMENT", "SEGMENTATION_RUN"} <= _tables(conn)
     assert sorted(r[0] for r in rows) == sorted(EVIL_KEYS)
-    assert {r[1] for r in rows} == {f"scheduled__{EVIL}"}
+    assert {r[1] for r in rows} == {f"scheduled__{EVIL}/../../x"}
     assert f"{EVIL} #0" in examples
+    # the run's folder is one safe name inside the month's folder, whatever the run id
+    folder = Path(result["folder"].removeprefix("file://"))
+    assert folder.parent == tmp_path.resolve() / "2013-12"
+    assert re.fullmatch(r"[A-Za-z0-9._-]+", folder.name)
 
 
 # -- credentials only from the Airflow connection, never written anywhere ------------------------
@@ -422,7 +427,7 @@ def test_the_password_appears_in_no_log_output_or_artifact(served_warehouse, tmp
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-5000:].decode(errors="replace")
     assert b"state=success" in output
-    assert (artifacts / "2013-12" / "segments.parquet").exists()
+    assert len(list(artifacts.glob("2013-12/*/segments.parquet"))) == 1  # in the run's own folder
     (tmp_path / "dags-test.log").write_bytes(output)
     # `airflow dags test` runs the tasks in-process: their logs are in this output (task log files,
     # if any are written under AIRFLOW_HOME/logs, are searched below too)

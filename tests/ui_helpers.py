@@ -27,6 +27,8 @@ CONFIG = {
     "model": {"epochs": 1, "min_steps": 40, "hidden_dim": 16, "cpu_threads": 1},
     "clustering": {"k_max": 6},
 }
+#: The synthetic star schema the runs segment (``demo_data.synthetic_star``): 12 markets, 2012-01 to 2013-12.
+STAR = {"n_markets": 12, "start": "2012-01", "end": "2013-12", "seed": 5}
 #: SimpleAuthManager users of the test api-server: name -> (role, password).
 USERS = {"admin": ("admin", "admin-test-password"), "viewer": ("viewer", "viewer-test-password")}
 CHROMIUM = "/usr/bin/chromium"
@@ -34,19 +36,57 @@ CHROMIUM = "/usr/bin/chromium"
 
 @dataclass(frozen=True)
 class SegmentedWarehouse:
-    """Months segmented on a served emulator: the config used, its port and the artifact folder."""
+    """Months segmented on a served emulator: the config used, its port, the artifact folder, and per
+    month the run id and run folder (``steps.run_month``'s ``folder``) of its published run."""
 
     config: object  # SegmentationConfig
     port: int
     conn_json: str
     artifacts: Path
     months: tuple[pd.Period, ...]
+    run_ids: tuple[str, ...]
+    folders: tuple[str, ...]
+
+
+def run_config(artifacts: Path, n_clusters: int | None = None):
+    """``CONFIG`` with ``artifacts`` as the artifact store, and ``n_clusters`` (the Param) when given."""
+    from include.segmentation.config import SegmentationConfig
+
+    clustering = CONFIG["clustering"] | ({"n_clusters": n_clusters} if n_clusters is not None else {})
+    return SegmentationConfig.model_validate({**CONFIG, "clustering": clustering, "artifacts_dir": str(artifacts)})
+
+
+def segment(
+    artifacts: Path,
+    month: pd.Period,
+    run_id: str,
+    *,
+    started_at: str,
+    dry_run: bool = False,
+    n_clusters: int | None = None,
+) -> dict:
+    """One run of ``month`` through ``steps.run_month`` (every step, for real) with ``run_config``, on the
+    warehouse that ``AIRFLOW_CONN_SNOWFLAKE_DEFAULT`` names. ``run.json`` records what the DAG records
+    (``run_context.run_info``): the Params, the start time (``started_at``, ISO UTC), run type, DAG id.
+    Returns ``run_month``'s result (``folder``, then each step's)."""
+    from include.segmentation.steps import run_month
+
+    params = {"target_month": str(month), "n_clusters": n_clusters, "dry_run": dry_run, "force_retrain": False}
+    info = {
+        "params": params,
+        "started_at": started_at,
+        "logical_date": None,
+        "run_type": "manual",
+        "dag_id": "market_segmentation",
+    }
+    return run_month(run_config(artifacts, n_clusters), month, run_id, dry_run=dry_run, info=info)
 
 
 @contextmanager
 def segmented_warehouse(base: Path) -> Generator[SegmentedWarehouse, None, None]:
     """The synthetic star schema in an emulator served on a free port, ``MONTHS`` segmented through it
-    with ``pipeline.run_month`` (so results are in ``MARKET_SEGMENT``) and each month's report built.
+    with ``steps.run_month`` (``segment``: so results are in ``MARKET_SEGMENT``), one run each, each
+    with its run folder and report.
 
     Sets ``AIRFLOW_CONN_SNOWFLAKE_DEFAULT`` in this process only while the months run (``conn_json``
     has it for other processes); stops the server after.
@@ -55,14 +95,12 @@ def segmented_warehouse(base: Path) -> Generator[SegmentedWarehouse, None, None]
     import pytest
     import snowflake.connector
 
-    from include.segmentation import steps as pipeline
-    from include.segmentation.config import SegmentationConfig
     from include.segmentation.local.demo_data import load_star, synthetic_star
     from include.segmentation.local.emulator import connection_json
 
     db, artifacts = base / "warehouse", base / "artifacts"
-    config = SegmentationConfig.model_validate({**CONFIG, "artifacts_dir": str(artifacts)})
-    star = synthetic_star(n_markets=12, start="2012-01", end="2013-12", seed=5)
+    config = run_config(artifacts)
+    star = synthetic_star(**STAR)
     db.mkdir(parents=True, exist_ok=True)
     with fakesnow.patch(db_path=db):
         conn = snowflake.connector.connect(database=config.warehouse.database, schema=config.warehouse.schema_)
@@ -90,9 +128,12 @@ def segmented_warehouse(base: Path) -> Generator[SegmentedWarehouse, None, None]
         # The connection only while the months run: other tests define their own.
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(port))
-            for i, month in enumerate(MONTHS):
-                pipeline.run_month(config, month, run_id=f"ui-test-{i}")  # writes each month's report
-        yield SegmentedWarehouse(config, port, connection_json(port), artifacts, MONTHS)
+            run_ids = tuple(f"ui-test-{i}" for i in range(len(MONTHS)))
+            folders = tuple(
+                segment(artifacts, month, run_id, started_at=f"{month + 1}-01T06:00:00+00:00")["folder"]
+                for month, run_id in zip(MONTHS, run_ids, strict=True)
+            )
+        yield SegmentedWarehouse(config, port, connection_json(port), artifacts, MONTHS, run_ids, folders)
     finally:
         server.terminate()
         server.wait(timeout=30)

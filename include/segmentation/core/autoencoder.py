@@ -169,6 +169,186 @@ def model_shape(config: ModelConfig, seq_len: int, n_features: int) -> tuple[int
 ROUND_STEPS = 100
 
 
+def _check_windows(windows: np.ndarray, config: ModelConfig, init: TrainedAutoencoder | None) -> tuple[int, int, int]:
+    # Refuse bad input before torch is touched: (n_windows, seq_len, n_features) of the training set.
+    if windows.ndim != 3 or len(windows) == 0:
+        raise ValueError(f"windows must be a non-empty (n_windows, seq_len, n_features) array, got {windows.shape}")
+    if not np.isfinite(windows).all():
+        raise ValueError("training windows contain NaN or infinite values")
+    n, seq_len, n_features = windows.shape
+    if init is not None and init.shape != model_shape(config, seq_len, n_features):
+        raise ValueError("the warm-start model was trained with another window length, feature count or architecture")
+    return n, seq_len, n_features
+
+
+@dataclass(frozen=True)
+class _Budget:
+    """How training is batched and when it may or must stop (in optimizer steps)."""
+
+    batch: int  # windows per optimizer step
+    round_steps: int  # steps per round: losses are recorded and convergence judged once per round
+    min_steps: int  # no convergence stop before this many steps (0 for a warm start)
+    max_steps: int  # stop here whatever the loss does
+
+
+def _budget(config: ModelConfig, n: int, device: str, warm: bool) -> _Budget:
+    batch = min(config.gpu_batch_size if device == "cuda" else config.batch_size, n)
+    batches_per_epoch = math.ceil(n / batch)
+    min_steps = 0 if warm else config.min_steps
+    # Enough epochs to reach min_steps, so a small warehouse still trains that long.
+    max_epochs = max(config.epochs, math.ceil(min_steps / batches_per_epoch))
+    max_steps = max_epochs * batches_per_epoch
+    if config.max_steps is not None:
+        max_steps = min(max_steps, config.max_steps)
+    return _Budget(batch, min(batches_per_epoch, ROUND_STEPS), min_steps, max_steps)
+
+
+def _autocast(device: str):
+    import torch
+
+    # bf16 autocast only pays off on CUDA; on CPU it is slower and less accurate.
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
+
+
+def _held_out_windows(validation: np.ndarray | None, windows: np.ndarray, device: str) -> torch.Tensor | None:
+    # The held-out markets' windows on the device, or None when there are none to watch.
+    import torch
+
+    if validation is None or not len(validation):
+        return None
+    if validation.shape[1:] != windows.shape[1:] or not np.isfinite(validation).all():
+        _, seq_len, n_features = windows.shape
+        raise ValueError(f"validation windows must be finite (n, {seq_len}, {n_features}), got {validation.shape}")
+    return torch.from_numpy(np.ascontiguousarray(validation, dtype=np.float32)).to(device)
+
+
+def _held_out_loss(model, held: torch.Tensor, autocast, device: str) -> float:
+    # Mean squared error over every held-out value, in chunks of 4,096 windows to bound memory.
+    import torch
+
+    total = torch.zeros((), device=device)
+    with torch.no_grad(), autocast:
+        for start in range(0, len(held), 4096):
+            x = held[start : start + 4096]
+            total += torch.nn.functional.mse_loss(model(x).float(), x, reduction="sum")
+    return float(total) / held.numel()
+
+
+@dataclass
+class _Progress:
+    """The state of a training run across rounds: losses, the best round, steps, why it stopped."""
+
+    losses: list[float] = field(default_factory=list)
+    val_losses: list[float] = field(default_factory=list)
+    best: float = math.inf
+    best_round: int = 0
+    best_state: dict | None = None
+    since_best: int = 0  # rounds without a relative improvement of min_delta
+    steps: int = 0
+    stop_reason: str = ""
+
+    def watch(self, watched: float, model, min_delta: float) -> None:
+        """Count a plateau round unless ``watched`` improved by ``min_delta`` (relative); keep the best weights."""
+        if watched < self.best * (1.0 - min_delta):
+            self.since_best = 0
+        else:
+            self.since_best += 1
+        if watched < self.best:  # the weights early stopping returns (Prechelt 1998)
+            self.best, self.best_round = watched, len(self.losses)
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _stop_reason(progress: _Progress, budget: _Budget, config: ModelConfig) -> str:
+    # "" to go on; "converged" on a plateau past min_steps; else which budget ran out.
+    if progress.since_best >= config.patience and progress.steps >= budget.min_steps:
+        return "converged"
+    if progress.steps >= budget.max_steps:
+        at_budget = config.max_steps is not None and progress.steps >= config.max_steps
+        return "max_steps" if at_budget else "max_epochs"
+    return ""
+
+
+def _end_round(
+    progress: _Progress, train_loss: float, model, held, autocast, device: str, budget: _Budget, config: ModelConfig
+) -> None:
+    # Record the round's losses, track the best round, log, and decide whether to stop.
+    progress.losses.append(train_loss)
+    if held is not None:
+        progress.val_losses.append(_held_out_loss(model, held, autocast, device))
+    watched = progress.val_losses[-1] if held is not None else progress.losses[-1]
+    progress.watch(watched, model, config.min_delta)
+    held_text = f", held-out markets {progress.val_losses[-1]:.5f}" if held is not None else ""
+    log.info(
+        "round %d (%d steps) reconstruction MSE %.5f%s",
+        len(progress.losses),
+        progress.steps,
+        progress.losses[-1],
+        held_text,
+    )
+    progress.stop_reason = _stop_reason(progress, budget, config)
+
+
+def _train_step(model, optimizer, x: torch.Tensor, autocast) -> torch.Tensor:
+    # One Adam step on the reconstruction MSE of batch `x`; returns the (attached) loss.
+    import torch
+
+    with autocast:
+        loss = torch.nn.functional.mse_loss(model(x).float(), x)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def _fit(model, optimizer, data, rng, held, autocast, device: str, budget: _Budget, config: ModelConfig) -> _Progress:
+    # Epochs of shuffled batches until a round ends with a stop reason.
+    import torch
+
+    n = len(data)
+    progress = _Progress()
+    # Accumulate on the device: .item() every step would synchronise the GPU each time.
+    total, seen = torch.zeros((), device=device), 0
+    model.train()
+    while not progress.stop_reason:
+        order = torch.from_numpy(rng.permutation(n)).to(device)
+        for start in range(0, n, budget.batch):
+            x = data[order[start : start + budget.batch]]
+            loss = _train_step(model, optimizer, x, autocast)
+            total += loss.detach() * len(x)
+            seen += len(x)
+            progress.steps += 1
+            if progress.steps % budget.round_steps and progress.steps < budget.max_steps:
+                continue
+            train_loss = float(total) / seen
+            total, seen = torch.zeros((), device=device), 0
+            _end_round(progress, train_loss, model, held, autocast, device, budget, config)
+            if progress.stop_reason:
+                break
+    return progress
+
+
+def _log_stop(progress: _Progress, patience: int) -> None:
+    if progress.stop_reason == "converged":
+        log.info(
+            "training converged after %d steps: best round %d of %d, loss %.5f",
+            progress.steps,
+            progress.best_round,
+            len(progress.losses),
+            progress.best,
+        )
+        return
+    # How much the watched loss still fell over the last `patience` rounds: why more budget would help.
+    watched = progress.val_losses or progress.losses
+    log.warning(
+        "training stopped at its budget (%s, %d steps) before the loss settled (still improving %.1f%% within "
+        "the last %d rounds): raise model.max_steps / epochs for a better-converged encoder",
+        progress.stop_reason,
+        progress.steps,
+        100 * (1 - watched[-1] / watched[max(0, len(progress.losses) - 1 - patience)]),
+        patience,
+    )
+
+
 def train_autoencoder(
     windows: np.ndarray,
     config: ModelConfig,
@@ -203,16 +383,12 @@ def train_autoencoder(
     """
     import torch
 
-    if windows.ndim != 3 or len(windows) == 0:
-        raise ValueError(f"windows must be a non-empty (n_windows, seq_len, n_features) array, got {windows.shape}")
-    if not np.isfinite(windows).all():
-        raise ValueError("training windows contain NaN or infinite values")
-    n, seq_len, n_features = windows.shape
-    if init is not None and init.shape != model_shape(config, seq_len, n_features):
-        raise ValueError("the warm-start model was trained with another window length, feature count or architecture")
+    n, seq_len, n_features = _check_windows(windows, config, init)
     device = pick_device(device)
     if device == "cpu":
         torch.set_num_threads(_cpu_threads(config.cpu_threads))
+    # Seeding, then building the model (its initial weights draw from torch's RNG), then shuffling
+    # with `rng`: this order is what makes a run reproducible for a seed.
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
 
@@ -221,88 +397,15 @@ def train_autoencoder(
         model.load_state_dict(init.model.state_dict())
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     data = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(device)
-    batch = min(config.gpu_batch_size if device == "cuda" else config.batch_size, n)
-    batches_per_epoch = math.ceil(n / batch)
-    round_steps = min(batches_per_epoch, ROUND_STEPS)
-    min_steps = 0 if init is not None else config.min_steps
-    max_epochs = max(config.epochs, math.ceil(min_steps / batches_per_epoch))
-    max_steps = max_epochs * batches_per_epoch
-    if config.max_steps is not None:
-        max_steps = min(max_steps, config.max_steps)
-    # bf16 autocast only pays off on CUDA; on CPU it is slower and less accurate.
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
+    budget = _budget(config, n, device, warm=init is not None)
+    autocast = _autocast(device)
+    held = _held_out_windows(validation, windows, device)
 
-    held = None
-    if validation is not None and len(validation):
-        if validation.shape[1:] != windows.shape[1:] or not np.isfinite(validation).all():
-            raise ValueError(f"validation windows must be finite (n, {seq_len}, {n_features}), got {validation.shape}")
-        held = torch.from_numpy(np.ascontiguousarray(validation, dtype=np.float32)).to(device)
-
-    def held_out_loss() -> float:
-        total = torch.zeros((), device=device)
-        with torch.no_grad(), autocast:
-            for start in range(0, len(held), 4096):
-                x = held[start : start + 4096]
-                total += torch.nn.functional.mse_loss(model(x).float(), x, reduction="sum")
-        return float(total) / held.numel()
-
-    losses: list[float] = []
-    val_losses: list[float] = []
-    best, best_round, best_state, since_best, steps, stop_reason = math.inf, 0, None, 0, 0, ""
-    # Accumulate on the device: .item() every step would synchronise the GPU each time.
-    total, seen = torch.zeros((), device=device), 0
-    model.train()
-    while not stop_reason:
-        order = torch.from_numpy(rng.permutation(n)).to(device)
-        for start in range(0, n, batch):
-            x = data[order[start : start + batch]]
-            with autocast:
-                loss = torch.nn.functional.mse_loss(model(x).float(), x)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * len(x)
-            seen += len(x)
-            steps += 1
-            if steps % round_steps and steps < max_steps:
-                continue
-            losses.append(float(total) / seen)
-            total, seen = torch.zeros((), device=device), 0
-            if held is not None:
-                val_losses.append(held_out_loss())
-            watched = val_losses[-1] if held is not None else losses[-1]
-            if watched < best * (1.0 - config.min_delta):
-                since_best = 0
-            else:
-                since_best += 1
-            if watched < best:  # the weights early stopping returns (Prechelt 1998)
-                best, best_round = watched, len(losses)
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            held_text = f", held-out markets {val_losses[-1]:.5f}" if held is not None else ""
-            log.info("round %d (%d steps) reconstruction MSE %.5f%s", len(losses), steps, losses[-1], held_text)
-            if since_best >= config.patience and steps >= min_steps:
-                stop_reason = "converged"
-            elif steps >= max_steps:
-                at_budget = config.max_steps is not None and steps >= config.max_steps
-                stop_reason = "max_steps" if at_budget else "max_epochs"
-            if stop_reason:
-                break
-    if stop_reason == "converged" and best_state is not None:
-        model.load_state_dict(best_state)  # the best round's weights, not those `patience` rounds later
+    progress = _fit(model, optimizer, data, rng, held, autocast, device, budget, config)
+    if progress.stop_reason == "converged" and progress.best_state is not None:
+        model.load_state_dict(progress.best_state)  # the best round's weights, not those `patience` rounds later
     model.eval()
-    if stop_reason == "converged":
-        log.info(
-            "training converged after %d steps: best round %d of %d, loss %.5f", steps, best_round, len(losses), best
-        )
-    else:
-        log.warning(
-            "training stopped at its budget (%s, %d steps) before the loss settled (still improving %.1f%% within "
-            "the last %d rounds): raise model.max_steps / epochs for a better-converged encoder",
-            stop_reason,
-            steps,
-            100 * (1 - (val_losses or losses)[-1] / (val_losses or losses)[max(0, len(losses) - 1 - config.patience)]),
-            config.patience,
-        )
+    _log_stop(progress, config.patience)
     return TrainedAutoencoder(
         model=model,
         n_features=n_features,
@@ -310,11 +413,11 @@ def train_autoencoder(
         hidden_dim=config.hidden_dim,
         embedding_dim=config.embedding_dim,
         num_layers=config.num_layers,
-        losses=losses,
-        val_losses=val_losses,
+        losses=progress.losses,
+        val_losses=progress.val_losses,
         device=device,
-        steps=steps,
-        stop_reason=stop_reason,
+        steps=progress.steps,
+        stop_reason=progress.stop_reason,
         warm_start=init is not None,
     )
 

@@ -240,6 +240,130 @@ class ClusterResult:
     eps: float | None = None
 
 
+def _check_markets(static: np.ndarray, n: int, config: ClusterConfig) -> None:
+    # Refuse what cannot be segmented before any work: too few markets, a density algorithm at a
+    # size where it would run for hours, static features that cannot be standardized (named).
+    if n < 3:
+        raise ValueError(f"clustering needs at least 3 markets, got {n}")
+    if config.algorithm != "kmeans" and n > config.density_max_markets:
+        raise ValueError(
+            f"{config.algorithm} on {n:,} markets is refused: above clustering.density_max_markets "
+            f"({config.density_max_markets:,}) its neighbour search grows about quadratically with the number of "
+            "markets (hours at a million). Use algorithm kmeans (MiniBatchKMeans at this size), or raise "
+            "density_max_markets knowingly"
+        )
+    if static.shape[1] == len(STATIC_FEATURES):
+        with np.errstate(over="ignore", invalid="ignore"):
+            ok = np.isfinite(static).all(axis=0) & np.isfinite(static.std(axis=0))
+        bad = [name for name, fine in zip(STATIC_FEATURES, ok, strict=True) if not fine]
+        if bad:
+            raise ValueError(f"static feature(s) {bad} contain NaN, infinite or too large values")
+
+
+def _requested_k(
+    hybrid: np.ndarray, config: ClusterConfig, seed: int, pick: np.ndarray | None, result: ClusterResult
+) -> tuple[int, np.ndarray, int]:
+    # k set by n_clusters: (k, fresh labels, smallest segment kept). A k the user asked for is kept,
+    # whatever the segment sizes, so the smallest allowed segment is 1.
+    n = len(hybrid)
+    if not 2 <= config.n_clusters <= n - 1:
+        raise ValueError(f"n_clusters={config.n_clusters} is invalid for {n} markets (need 2 <= k <= n - 1)")
+    k, result.k_reason = config.n_clusters, f"set by n_clusters={config.n_clusters}"
+    return k, _fresh_kmeans(hybrid, k, seed, config, pick), 1
+
+
+def _selected_k(
+    hybrid: np.ndarray,
+    config: ClusterConfig,
+    seed: int,
+    pick: np.ndarray | None,
+    result: ClusterResult,
+    smallest: int,
+) -> tuple[int, np.ndarray, int]:
+    # k chosen by the gap statistic on the (sampled) markets: (k, fresh labels, smallest segment kept).
+    from include.segmentation.core.k_selection import decide_k, k_curve
+
+    sample = hybrid if pick is None else hybrid[pick]
+    curve = k_curve(sample, config.k_min, config.k_max, seed, config.min_segment_share, config.min_segment_size)
+    choice = decide_k(curve, result.previous_k, config.k_fallback)
+    smallest = 1 if curve.relaxed else smallest
+    k, result.k_reason = choice.k, choice.reason
+    result.k_curve, result.k_curve_gap, result.k_curve_gap_se = curve.silhouette, curve.gap, curve.gap_se
+    # the selection ran on every market: its solution is the fresh one
+    raw = curve.labels[k] if pick is None else _fit_from(hybrid, k, seed, config, curve.centers[k])
+    return k, raw, smallest
+
+
+def _warm_or_fresh(
+    hybrid: np.ndarray,
+    raw: np.ndarray,
+    k: int,
+    seed: int,
+    config: ClusterConfig,
+    warm_centers: np.ndarray,
+    smallest: int,
+    result: ClusterResult,
+) -> np.ndarray:
+    # K-Means from last month's segments, kept when its segments are big enough and its spread is
+    # within WARM_TOLERANCE of the fresh labels `raw`: continuity is worth a little spread, not more.
+    warm = _fit_from(hybrid, k, seed, config, warm_centers)
+    counts = np.bincount(warm, minlength=k)
+    excess = _spread(hybrid, warm) / max(_spread(hybrid, raw), 1e-300) - 1.0
+    if counts.min() >= smallest and excess <= WARM_TOLERANCE:
+        result.warm_start = True
+        return warm
+    result.k_reason += (
+        f"; last month's segments no longer fit (started from them, K-Means ends {excess:+.0%} in "
+        f"within-segment spread, smallest segment {counts.min()} markets): fresh centres used"
+    )
+    return raw
+
+
+def _kmeans_segments(
+    hybrid: np.ndarray,
+    config: ClusterConfig,
+    seed: int,
+    pick: np.ndarray | None,
+    previous: np.ndarray | None,
+    result: ClusterResult,
+) -> np.ndarray:
+    # K-Means labels 0..k-1: k requested or selected, a warm start when k is last month's, and
+    # segments under the minimum size merged into their neighbours.
+    from include.segmentation.core.k_selection import merge_small, min_size
+
+    smallest = min_size(len(hybrid), config.min_segment_share, config.min_segment_size)
+    warm_centers, result.previous_k = previous_centers(hybrid, previous, smallest)
+    if config.n_clusters is not None:
+        k, raw, smallest = _requested_k(hybrid, config, seed, pick, result)
+    else:
+        k, raw, smallest = _selected_k(hybrid, config, seed, pick, result, smallest)
+    if warm_centers is not None and k == result.previous_k:
+        raw = _warm_or_fresh(hybrid, raw, k, seed, config, warm_centers, smallest, result)
+    if np.bincount(raw).min() < smallest:
+        raw, _, _ = merge_small(hybrid, raw, _centroids(hybrid, raw), smallest, seed)
+        result.k_reason += f"; segments under {smallest} markets merged into their neighbours"
+    return raw
+
+
+def _density_segments(hybrid: np.ndarray, config: ClusterConfig, result: ClusterResult) -> np.ndarray:
+    # DBSCAN (eps from the configuration or the k-distance knee) or HDBSCAN labels; -1 is noise.
+    from sklearn.cluster import DBSCAN, HDBSCAN
+
+    if config.algorithm == "dbscan":
+        result.eps = config.dbscan_eps or kdistance_eps(hybrid, config.min_samples)
+        return DBSCAN(eps=result.eps, min_samples=config.min_samples).fit_predict(hybrid)
+    return HDBSCAN(min_cluster_size=max(config.min_samples, 2), copy=True).fit_predict(hybrid)
+
+
+def _view_score(view: np.ndarray, pick: np.ndarray | None, k_final: int, seed: int) -> float:
+    # Silhouette of a single view (static or embedding) clustered on its own at the final k, on the
+    # same sample as k selection, so the views are compared with the hybrid at equal k.
+    view = view if pick is None else view[pick]
+    if not 2 <= k_final <= len(view) - 1:
+        return float("nan")
+    return silhouette(view, _kmeans(view, k_final, seed), seed)
+
+
 def cluster_markets(
     static: np.ndarray,
     embedding: np.ndarray,
@@ -268,26 +392,8 @@ def cluster_markets(
     from include.segmentation.core.autoencoder import passive_openmp
 
     passive_openmp()  # before scikit-learn's OpenMP runtime starts (see its docstring)
-    from sklearn.cluster import DBSCAN, HDBSCAN
-
-    from include.segmentation.core.k_selection import decide_k, k_curve, merge_small, min_size
-
     n = len(static)
-    if n < 3:
-        raise ValueError(f"clustering needs at least 3 markets, got {n}")
-    if config.algorithm != "kmeans" and n > config.density_max_markets:
-        raise ValueError(
-            f"{config.algorithm} on {n:,} markets is refused: above clustering.density_max_markets "
-            f"({config.density_max_markets:,}) its neighbour search grows about quadratically with the number of "
-            "markets (hours at a million). Use algorithm kmeans (MiniBatchKMeans at this size), or raise "
-            "density_max_markets knowingly"
-        )
-    if static.shape[1] == len(STATIC_FEATURES):
-        with np.errstate(over="ignore", invalid="ignore"):
-            ok = np.isfinite(static).all(axis=0) & np.isfinite(static.std(axis=0))
-        bad = [name for name, fine in zip(STATIC_FEATURES, ok, strict=True) if not fine]
-        if bad:
-            raise ValueError(f"static feature(s) {bad} contain NaN, infinite or too large values")
+    _check_markets(static, n, config)
     hybrid = hybrid_features(static, embedding, config.static_weight, size, config.size_weight)
     if not hybrid.any():
         raise ValueError(f"all {n} markets have identical features: there is nothing to segment")
@@ -302,55 +408,14 @@ def cluster_markets(
     )
     pick = sample_rows(n, config.selection_sample, seed)  # None: every market takes part
     if config.algorithm == "kmeans":
-        smallest = min_size(n, config.min_segment_share, config.min_segment_size)
-        warm_centers, result.previous_k = previous_centers(hybrid, previous, smallest)
-        curve = None
-        if config.n_clusters is not None:
-            if not 2 <= config.n_clusters <= n - 1:
-                raise ValueError(f"n_clusters={config.n_clusters} is invalid for {n} markets (need 2 <= k <= n - 1)")
-            k, result.k_reason = config.n_clusters, f"set by n_clusters={config.n_clusters}"
-            smallest = 1  # a k the user asked for is kept, whatever the segment sizes
-            raw = _fresh_kmeans(hybrid, k, seed, config, pick)
-        else:
-            sample = hybrid if pick is None else hybrid[pick]
-            curve = k_curve(sample, config.k_min, config.k_max, seed, config.min_segment_share, config.min_segment_size)
-            choice = decide_k(curve, result.previous_k, config.k_fallback)
-            smallest = 1 if curve.relaxed else smallest
-            k, result.k_reason = choice.k, choice.reason
-            result.k_curve, result.k_curve_gap, result.k_curve_gap_se = curve.silhouette, curve.gap, curve.gap_se
-            # the selection ran on every market: its solution is the fresh one
-            raw = curve.labels[k] if pick is None else _fit_from(hybrid, k, seed, config, curve.centers[k])
-        if warm_centers is not None and k == result.previous_k:
-            warm = _fit_from(hybrid, k, seed, config, warm_centers)
-            counts = np.bincount(warm, minlength=k)
-            excess = _spread(hybrid, warm) / max(_spread(hybrid, raw), 1e-300) - 1.0
-            if counts.min() >= smallest and excess <= WARM_TOLERANCE:
-                raw, result.warm_start = warm, True
-            else:
-                result.k_reason += (
-                    f"; last month's segments no longer fit (started from them, K-Means ends {excess:+.0%} in "
-                    f"within-segment spread, smallest segment {counts.min()} markets): fresh centres used"
-                )
-        if np.bincount(raw).min() < smallest:
-            raw, _, _ = merge_small(hybrid, raw, _centroids(hybrid, raw), smallest, seed)
-            result.k_reason += f"; segments under {smallest} markets merged into their neighbours"
-    elif config.algorithm == "dbscan":
-        result.eps = config.dbscan_eps or kdistance_eps(hybrid, config.min_samples)
-        raw = DBSCAN(eps=result.eps, min_samples=config.min_samples).fit_predict(hybrid)
+        raw = _kmeans_segments(hybrid, config, seed, pick, previous, result)
     else:
-        raw = HDBSCAN(min_cluster_size=max(config.min_samples, 2), copy=True).fit_predict(hybrid)
+        raw = _density_segments(hybrid, config, result)
     labels = relabel_by_size(raw)
     k_final = int(labels.max()) if (labels > 0).any() else 0
-
-    def view_score(view: np.ndarray) -> float:
-        view = view if pick is None else view[pick]
-        if not 2 <= k_final <= len(view) - 1:
-            return float("nan")
-        return silhouette(view, _kmeans(view, k_final, seed), seed)
-
     result.labels, result.n_clusters = labels, k_final
     result.noise_fraction = float((labels < 0).mean())
     result.silhouette_hybrid = silhouette(hybrid, labels, seed)
-    result.silhouette_lstm = view_score(standardize(embedding))
-    result.silhouette_static = view_score(standardize(static))
+    result.silhouette_lstm = _view_score(standardize(embedding), pick, k_final, seed)
+    result.silhouette_static = _view_score(standardize(static), pick, k_final, seed)
     return result
