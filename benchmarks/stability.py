@@ -25,6 +25,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -110,13 +111,7 @@ def run_one(config: object, month: pd.Period, run_id: str, continuity: bool) -> 
     return pd.Series(frame["segment_id"].to_numpy(), index=frame["market_key"].astype(str).to_numpy()), metrics
 
 
-def main(argv: list[str] | None = None) -> dict[str, list[float]]:
-    """Run the benchmark; returns ``{"seed": [ARI per month, seed pair], "month": [ARI per seed, month pair]}``."""
-    import torch
-
-    from include.segmentation.local import demo_data
-    from include.segmentation.local.emulator import connection_json
-
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--months", default="2013-07,2013-08,2013-09,2013-10,2013-11,2013-12")
     parser.add_argument("--seeds", type=int, default=3, help="config.seed = 2024, 2025, ...")
@@ -125,71 +120,87 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     parser.add_argument("--min-steps", type=int, default=None, help="ModelConfig.min_steps (default: the library's)")
     parser.add_argument("--n-clusters", type=int, default=None, help="fix k (default: chosen by the library)")
     parser.add_argument("--output", default="default", help="'default' (results/stability.txt), a path, or none")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def _overrides(args: argparse.Namespace) -> dict:
+    """Configuration sections to override: one CPU thread, and the options given."""
+    given = {"epochs": args.epochs, "min_steps": args.min_steps}
+    overrides: dict = {"model": {"cpu_threads": 1} | {k: v for k, v in given.items() if v is not None}}
+    if args.n_clusters is not None:
+        overrides["clustering"] = {"n_clusters": args.n_clusters}
+    return overrides
+
+
+def _run_in_emulator(star: dict, months: list, seeds: list[int], overrides: dict) -> tuple[dict, dict, float]:
+    """``run_grid`` in a temporary folder, the steps' Airflow connection answered in-process; and its seconds."""
+    from include.segmentation.local.emulator import connection_json
+
+    with tempfile.TemporaryDirectory(prefix="stability-") as tmp:
+        # The steps reach the warehouse through an Airflow connection; fakesnow.patch answers it
+        # in-process. Without an AIRFLOW_HOME, a throw-away one keeps Airflow from creating ~/airflow
+        # (left set: Airflow reads it once, at import).
+        os.environ.setdefault("AIRFLOW_HOME", str(Path(tempfile.mkdtemp(prefix="stability-airflow-"))))
+        with mock.patch.dict(os.environ, {"AIRFLOW_CONN_SNOWFLAKE_DEFAULT": connection_json(8765)}):
+            start = time.perf_counter()
+            segments, info = run_grid(star, months, seeds, Path(tmp), overrides)
+            return segments, info, time.perf_counter() - start
+
+
+def _runs_table(segments: dict, info: dict) -> str:
+    rows = []
+    for (seed, month), i in info.items():
+        markets = str(len(segments[(seed, month)]))
+        silhouette = i["silhouette_hybrid"] or np.nan
+        rows.append([str(seed), str(month), str(i["n_clusters"]), markets, silhouette, f"{i['seconds']:.1f}"])
+    return table(["seed", "month", "k", "markets", "silhouette", "s"], rows)
+
+
+def _seed_pairs(segments: dict, info: dict, months: list, seeds: list[int]) -> tuple[list, list[float]]:
+    """Per month: the ARI of every pair of seeds (rows for the table, and all the scores)."""
+    rows, scores = [], []
+    for month in months:
+        pairs = [shared_ari(segments[(a, month)], segments[(b, month)]) for a, b in itertools.combinations(seeds, 2)]
+        scores += [v for v, _ in pairs]
+        ks = sorted({info[(s, month)]["n_clusters"] for s in seeds})
+        rows.append([str(month), str(len(pairs)), mean_sd([v for v, _ in pairs]), ",".join(map(str, ks))])
+    return rows, scores
+
+
+def _month_pairs(segments: dict, months: list, seeds: list[int]) -> tuple[list, list[float]]:
+    """Per seed: the ARI of each month and the month after (rows for the table, and the scores)."""
+    rows, scores = [], []
+    for seed in seeds:
+        for a, b in itertools.pairwise(months):
+            value, n = shared_ari(segments[(seed, a)], segments[(seed, b)])
+            scores.append(value)
+            rows.append([str(seed), f"{a} -> {b}", str(n), value])
+    return rows, scores
+
+
+def main(argv: list[str] | None = None) -> dict[str, list[float]]:
+    """Run the benchmark; returns ``{"seed": [ARI per month, seed pair], "month": [ARI per seed, month pair]}``."""
+    import torch
+
+    from include.segmentation.local import demo_data
+
+    args = _parser().parse_args(argv)
     torch.set_num_threads(1)
     months = [pd.Period(m, "M") for m in args.months.split(",")]
     seeds = [2024 + i for i in range(args.seeds)]
-    model = {"cpu_threads": 1} | {
-        k: v for k, v in {"epochs": args.epochs, "min_steps": args.min_steps}.items() if v is not None
-    }
-    overrides: dict = {"model": model}
-    if args.n_clusters is not None:
-        overrides["clustering"] = {"n_clusters": args.n_clusters}
-
+    overrides = _overrides(args)
     report = Report("benchmarks.stability: ARI between segmentations across seeds and consecutive months")
     star = demo_data.adventureworks_star() if args.source == "adventureworks" else demo_data.synthetic_star()
     report.add(
         f"data: {args.source} ({len(star['fact_sale']):,} fact rows, {star['territory'].shape[0]} markets); "
         f"months {args.months}; config.seed {seeds}; overrides {overrides}"
     )
-    with tempfile.TemporaryDirectory(prefix="stability-") as tmp:
-        # The pipeline reaches the warehouse through an Airflow connection; fakesnow.patch answers it
-        # in-process. Without an AIRFLOW_HOME, a throw-away one keeps Airflow from creating ~/airflow
-        # (left set: Airflow reads it once, at import).
-        os.environ.setdefault("AIRFLOW_HOME", str(Path(tempfile.mkdtemp(prefix="stability-airflow-"))))
-        saved = os.environ.get("AIRFLOW_CONN_SNOWFLAKE_DEFAULT")
-        os.environ["AIRFLOW_CONN_SNOWFLAKE_DEFAULT"] = connection_json(8765)
-        try:
-            start = time.perf_counter()
-            segments, info = run_grid(star, months, seeds, Path(tmp), overrides)
-            total = time.perf_counter() - start
-        finally:
-            if saved is None:
-                os.environ.pop("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", None)
-            else:
-                os.environ["AIRFLOW_CONN_SNOWFLAKE_DEFAULT"] = saved
-
+    segments, info, total = _run_in_emulator(star, months, seeds, overrides)
     report.add()
     report.add("runs (k chosen, markets segmented, silhouette of the hybrid view)")
-    report.add(
-        table(
-            ["seed", "month", "k", "markets", "silhouette", "s"],
-            [
-                [
-                    str(s),
-                    str(m),
-                    str(i["n_clusters"]),
-                    str(len(segments[(s, m)])),
-                    i["silhouette_hybrid"] or np.nan,
-                    f"{i['seconds']:.1f}",
-                ]
-                for (s, m), i in info.items()
-            ],
-        )
-    )
-    seed_rows, seed_scores = [], []
-    for month in months:
-        pairs = [shared_ari(segments[(a, month)], segments[(b, month)]) for a, b in itertools.combinations(seeds, 2)]
-        seed_scores += [v for v, _ in pairs]
-        ks = sorted({info[(s, month)]["n_clusters"] for s in seeds})
-        seed_rows.append([str(month), str(len(pairs)), mean_sd([v for v, _ in pairs]), ",".join(map(str, ks))])
-    month_rows, month_scores = [], []
-    for seed in seeds:
-        for a, b in itertools.pairwise(months):
-            value, n = shared_ari(segments[(seed, a)], segments[(seed, b)])
-            month_scores.append(value)
-            month_rows.append([str(seed), f"{a} -> {b}", str(n), value])
+    report.add(_runs_table(segments, info))
+    seed_rows, seed_scores = _seed_pairs(segments, info, months, seeds)
+    month_rows, month_scores = _month_pairs(segments, months, seeds)
     report.add()
     report.add("seed stability: same month, every pair of seeds (ARI on shared markets)")
     report.add(table(["month", "pairs", "ARI", "k per seed"], seed_rows))
@@ -197,12 +208,11 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     report.add("month stability: same seed, consecutive months (ARI on shared markets)")
     report.add(table(["seed", "months", "shared", "ARI"], month_rows))
     report.add()
-    report.add(
-        table(
-            ["summary", "ARI"],
-            [["across seeds (same month)", mean_sd(seed_scores)], ["across months (same seed)", mean_sd(month_scores)]],
-        )
-    )
+    summary = [
+        ["across seeds (same month)", mean_sd(seed_scores)],
+        ["across months (same seed)", mean_sd(month_scores)],
+    ]
+    report.add(table(["summary", "ARI"], summary))
     report.add(f"total {total:.0f} s for {len(info)} runs")
     report.save(output_path(args.output, "stability"))
     return {"seed": seed_scores, "month": month_scores}

@@ -191,13 +191,7 @@ def dtw_labels(x: np.ndarray, k: int, seed: int, radius: int) -> np.ndarray:
     return model.fit_predict(x)
 
 
-def main(argv: list[str] | None = None) -> dict[tuple[str, str], list[float]]:
-    """Run the benchmark; returns ``{(dataset, method): [ARI per seed]}`` (also printed and saved)."""
-    import torch
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
-    from include.segmentation.config import ModelConfig
-
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", default=",".join(DEFAULT_DATASETS), help=f"comma-separated, of {tuple(SOURCES)}")
     parser.add_argument("--seeds", type=int, default=5)
@@ -207,21 +201,13 @@ def main(argv: list[str] | None = None) -> dict[tuple[str, str], list[float]]:
     parser.add_argument("--dtw-max-series", type=int, default=500, help="DTW on a seeded sample above this many")
     parser.add_argument("--no-dtw", action="store_true")
     parser.add_argument("--output", default="default", help="'default' (results/ucr.txt), a path, or none")
-    args = parser.parse_args(argv)
+    return parser
 
-    warnings.filterwarnings("ignore", message="h5py not installed")
-    torch.set_num_threads(1)
-    overrides = {k: v for k, v in {"epochs": args.epochs, "min_steps": args.min_steps}.items() if v is not None}
-    model = ModelConfig(cpu_threads=1, **overrides)
 
-    report = Report("benchmarks.ucr: clustering labelled UCR/UEA series, ARI/NMI against the classes")
-    report.add(
-        f"lstm-ae: epochs {model.epochs}, min_steps {model.min_steps}, batch {model.batch_size}, hidden "
-        f"{model.hidden_dim}, embedding {model.embedding_dim}, lr {model.learning_rate}; K-Means 10 inits; "
-        f"dtw-kmeans: Sakoe-Chiba {args.dtw_band:.0%} of length, 10 iterations, 1 init, per-series z"
-    )
-    datasets: list[tuple[str, np.ndarray, np.ndarray]] = []
-    for name in args.datasets.split(","):
+def _load_all(report: Report, names: list[str]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The datasets that an installed package ships (the others reported as skipped)."""
+    datasets = []
+    for name in names:
         try:
             x, y, where = load_dataset(name)
         except ModuleNotFoundError as err:
@@ -237,40 +223,70 @@ def main(argv: list[str] | None = None) -> dict[tuple[str, str], list[float]]:
             f"note: aeon is not in requirements-bench.txt; this one was installed with --no-deps and its declared "
             f"requirements {unmet} are not met (its dataset loaders only read the files it ships)"
         )
-    report.add()
+    return datasets
 
-    methods: list[tuple[str, Callable[[np.ndarray, np.ndarray, int, int], np.ndarray], str]] = [
-        ("lstm-ae", lambda x, _y, k, s: lstm_labels(x, k, s, model), "per-feature"),
-        ("lstm-ae", lambda x, _y, k, s: lstm_labels(x, k, s, model), "per-series"),
-        ("kmeans-raw", lambda x, _y, k, s: raw_labels(x, k, s), "per-feature"),
-        ("kmeans-raw", lambda x, _y, k, s: raw_labels(x, k, s), "per-series"),
+
+Fit = Callable[[np.ndarray, int, int], np.ndarray]
+
+
+def _methods(model: object, length: int, args: argparse.Namespace) -> list[tuple[str, Fit, str]]:
+    """``(method, labels(x, k, seed), scaling)`` for series of ``length`` steps."""
+    runs: list[tuple[str, Fit, str]] = [
+        ("lstm-ae", lambda x, k, s: lstm_labels(x, k, s, model), "per-feature"),
+        ("lstm-ae", lambda x, k, s: lstm_labels(x, k, s, model), "per-series"),
+        ("kmeans-raw", raw_labels, "per-feature"),
+        ("kmeans-raw", raw_labels, "per-series"),
     ]
+    if not args.no_dtw:
+        radius = max(1, math.ceil(args.dtw_band * length))
+        runs.append(("dtw-kmeans", lambda x, k, s: dtw_labels(x, k, s, radius), "per-series"))
+    return runs
+
+
+def _score(x: np.ndarray, y: np.ndarray, fit: Fit, seed: int, limit: int | None) -> tuple[float, float, float]:
+    """ARI, NMI and wall seconds of ``fit`` at the true k, on a seeded sample of ``limit`` series if given."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    if limit is not None and len(x) > limit:
+        keep = np.sort(np.random.default_rng(seed).choice(len(x), limit, replace=False))
+        x, y = x[keep], y[keep]
+    start = time.perf_counter()
+    labels = fit(x, len(set(y)), seed)
+    seconds = time.perf_counter() - start
+    return float(adjusted_rand_score(y, labels)), float(normalized_mutual_info_score(y, labels)), seconds
+
+
+def main(argv: list[str] | None = None) -> dict[tuple[str, str], list[float]]:
+    """Run the benchmark; returns ``{(dataset, method): [ARI per seed]}`` (also printed and saved)."""
+    import torch
+
+    from include.segmentation.config import ModelConfig
+
+    args = _parser().parse_args(argv)
+    warnings.filterwarnings("ignore", message="h5py not installed")
+    torch.set_num_threads(1)
+    overrides = {k: v for k, v in {"epochs": args.epochs, "min_steps": args.min_steps}.items() if v is not None}
+    model = ModelConfig(cpu_threads=1, **overrides)
+
+    report = Report("benchmarks.ucr: clustering labelled UCR/UEA series, ARI/NMI against the classes")
+    report.add(
+        f"lstm-ae: epochs {model.epochs}, min_steps {model.min_steps}, batch {model.batch_size}, hidden "
+        f"{model.hidden_dim}, embedding {model.embedding_dim}, lr {model.learning_rate}; K-Means 10 inits; "
+        f"dtw-kmeans: Sakoe-Chiba {args.dtw_band:.0%} of length, 10 iterations, 1 init, per-series z"
+    )
+    datasets = _load_all(report, args.datasets.split(","))
+    report.add()
     ari: dict[tuple[str, str], list[float]] = {}
     per_seed, summary = [], []
     for name, x, y in datasets:
-        k = len(set(y))
-        runs = list(methods)
-        if not args.no_dtw:
-            radius = max(1, math.ceil(args.dtw_band * x.shape[1]))
-            runs.append(("dtw-kmeans", lambda x, _y, k, s, r=radius: dtw_labels(x, k, s, r), "per-series"))
-        for method, fit, how in runs:
-            label = f"{method} ({how})"
-            scaled = scale(x, how)
-            scores, nmis, secs = [], [], []
-            for seed in range(args.seeds):
-                xs, ys = scaled, y
-                if method == "dtw-kmeans" and len(xs) > args.dtw_max_series:
-                    keep = np.sort(np.random.default_rng(seed).choice(len(xs), args.dtw_max_series, replace=False))
-                    xs, ys = xs[keep], y[keep]
-                start = time.perf_counter()
-                labels = fit(xs, ys, k, seed)
-                secs.append(time.perf_counter() - start)
-                scores.append(float(adjusted_rand_score(ys, labels)))
-                nmis.append(float(normalized_mutual_info_score(ys, labels)))
-                per_seed.append([name, label, str(seed), scores[-1], nmis[-1], f"{secs[-1]:.1f}"])
-            n_used = min(len(x), args.dtw_max_series) if method == "dtw-kmeans" else len(x)
-            summary.append([name, label, str(n_used), mean_sd(scores), mean_sd(nmis), f"{np.mean(secs):.1f}"])
+        for method, fit, how in _methods(model, x.shape[1], args):
+            label, limit = f"{method} ({how})", args.dtw_max_series if method == "dtw-kmeans" else None
+            runs = [_score(scale(x, how), y, fit, seed, limit) for seed in range(args.seeds)]
+            per_seed += [[name, label, str(seed), a, n, f"{t:.1f}"] for seed, (a, n, t) in enumerate(runs)]
+            scores, nmis, secs = (list(column) for column in zip(*runs, strict=True))
             ari[(name, label)] = scores
+            series = str(min(len(x), limit or len(x)))
+            summary.append([name, label, series, mean_sd(scores), mean_sd(nmis), f"{np.mean(secs):.1f}"])
             print(f"  {name:<16} {label:<26} ARI {mean_sd(scores)}  ({np.mean(secs):.1f} s/run)", flush=True)
 
     report.add(f"summary over {args.seeds} seed(s): mean ± sd; s = wall seconds per run (1 torch thread)")
