@@ -16,7 +16,7 @@ from include.segmentation.adapters.warehouse import connect
 from include.segmentation.config import SegmentationConfig, load_config
 from include.segmentation.local.demo_data import adventureworks_star, load_star
 from include.segmentation.local.emulator import connection_json
-from tests.conftest import airflow_api, emulator, running_airflow, wait_for_runs
+from tests.processes import airflow_api, emulator, running_airflow, wait_for_runs
 
 pytestmark = pytest.mark.integration
 MONTHS = pd.period_range("2013-08", "2013-12", freq="M")

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.processes import ROOT
 
 #: Each step's task and what runs after it: the flow of steps.py (start_run also feeds every task its folder).
 FLOW = {

@@ -3,7 +3,7 @@
 import yaml
 
 from include.segmentation.config import load_config
-from tests.conftest import ROOT
+from tests.processes import ROOT
 
 
 def compose() -> dict:

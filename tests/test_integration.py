@@ -19,7 +19,7 @@ import pytest
 from include.segmentation.adapters.warehouse import connect
 from include.segmentation.config import SegmentationConfig
 from include.segmentation.local.emulator import connection_json
-from tests.conftest import ROOT, emulator
+from tests.processes import ROOT, emulator
 
 pytestmark = pytest.mark.integration
 MONTH = "2013-12-01"

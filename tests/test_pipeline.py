@@ -10,18 +10,13 @@ from include.segmentation import steps as pipeline
 from include.segmentation.adapters.catalog import RunArtifacts
 from include.segmentation.adapters.storage import read_json, read_npz, read_parquet
 from include.segmentation.config import SegmentationConfig
-from include.segmentation.local.demo_data import load_star, synthetic_star
-from include.segmentation.local.emulator import connection_json
+from include.segmentation.local.demo_data import synthetic_star
 
 MONTH = pd.Period("2013-12", "M")
 
 
 @pytest.fixture(params=["local", "object-storage"])
-def config(request, tmp_path, monkeypatch):
-    import fakesnow
-    import snowflake.connector
-
-    monkeypatch.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(8765))
+def config(request, tmp_path, emulated_warehouse):
     # sales through January 2014: the test runs December, then January (lines after a run's month are never read)
     star = synthetic_star(n_markets=12, start="2012-01", end="2014-01", seed=5)
     # a market whose only sale is long before the window: monthly history but no static features
@@ -46,10 +41,8 @@ def config(request, tmp_path, monkeypatch):
             "clustering": {"k_max": 6},
         }
     )
-    with fakesnow.patch():
-        conn = snowflake.connector.connect(database="SEGMENTATION", schema="MART")
-        load_star(conn, star, cfg.warehouse)
-        yield cfg
+    emulated_warehouse(star)
+    return cfg
 
 
 def test_steps_end_to_end(config):
@@ -180,11 +173,7 @@ def test_month_seed_differs_by_month_and_is_stable():
     assert pipeline.month_seed(config, MONTH) != pipeline.month_seed(config, MONTH - 1)
 
 
-def test_unknown_customers_and_duplicate_markets_are_named(tmp_path, monkeypatch, tiny_star):
-    import fakesnow
-    import snowflake.connector
-
-    monkeypatch.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(8765))
+def test_unknown_customers_and_duplicate_markets_are_named(tmp_path, emulated_warehouse, tiny_star):
     cfg = SegmentationConfig.model_validate(
         {
             "artifacts_dir": str(tmp_path),
@@ -197,18 +186,16 @@ def test_unknown_customers_and_duplicate_markets_are_named(tmp_path, monkeypatch
         tiny_star["fact_sale"].iloc[[3]].assign(MARKET_KEY="C", CUSTOMER_KEY=99, SALES_ORDER_NUMBER="SO-C")
     )  # not in DIM_CUSTOMER
     star["fact_sale"] = pd.concat([tiny_star["fact_sale"], stranger], ignore_index=True)
-    with fakesnow.patch():
-        conn = snowflake.connector.connect(database="SEGMENTATION", schema="MART")
-        load_star(conn, star, cfg.warehouse)
-        run = pipeline.start_run(cfg, MONTH, "run-1")
+    conn = emulated_warehouse(star)
+    run = pipeline.start_run(cfg, MONTH, "run-1")
+    pipeline.extract_static_features(run)
+    pipeline.build_sequences(run)
+    with pytest.raises(ValueError, match=r"2 market\(s\) left for 2013-12 .* needs at least 3"):
+        pipeline.check_data_quality(run)
+    excluded = read_parquet(run.excluded)
+    assert excluded.groupby("market_key")["check"].agg(sorted).to_dict() == {
+        "C": ["missing_static", "unknown_customers"]
+    }
+    conn.cursor().execute("INSERT INTO DIM_TERRITORY VALUES ('A', 'Alpha again', 'X', 'Europe')")
+    with pytest.raises(ValueError, match="market 'A' has more than one row in DIM_TERRITORY"):
         pipeline.extract_static_features(run)
-        pipeline.build_sequences(run)
-        with pytest.raises(ValueError, match=r"2 market\(s\) left for 2013-12 .* needs at least 3"):
-            pipeline.check_data_quality(run)
-        excluded = read_parquet(run.excluded)
-        assert excluded.groupby("market_key")["check"].agg(sorted).to_dict() == {
-            "C": ["missing_static", "unknown_customers"]
-        }
-        conn.cursor().execute("INSERT INTO DIM_TERRITORY VALUES ('A', 'Alpha again', 'X', 'Europe')")
-        with pytest.raises(ValueError, match="market 'A' has more than one row in DIM_TERRITORY"):
-            pipeline.extract_static_features(run)

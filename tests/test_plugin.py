@@ -17,7 +17,7 @@ import pytest
 
 from include.segmentation.adapters.catalog import run_key
 from include.segmentation.report import NAV_MARKER
-from tests.conftest import ROOT
+from tests.processes import ROOT
 from tests.ui_helpers import MONTHS, STAR, USERS, api_server, get, login_token, segment
 
 #: Every page; the run page is December's run in ``segmented_warehouse`` (run id ``ui-test-1``).

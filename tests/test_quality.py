@@ -12,8 +12,7 @@ from include.segmentation.config import QualityConfig, SegmentationConfig
 from include.segmentation.core.features import STATIC_FEATURES
 from include.segmentation.core.quality import CHECKS as CHECKS_TEXT
 from include.segmentation.core.quality import Finding, apply_policies, market_findings
-from include.segmentation.local.demo_data import load_star, synthetic_star
-from include.segmentation.local.emulator import connection_json
+from include.segmentation.local.demo_data import synthetic_star
 
 MONTH = pd.Period("2013-12", "M")
 
@@ -176,12 +175,8 @@ def test_policies_are_validated_per_check():
 
 
 @pytest.fixture
-def warehouse(tmp_path, monkeypatch):
+def warehouse(tmp_path, emulated_warehouse):
     """A synthetic star with one planted fault of each warehouse-side kind, in its own market."""
-    import fakesnow
-    import snowflake.connector
-
-    monkeypatch.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(8765))
     star = synthetic_star(n_markets=8, start="2012-01", end="2013-12", seed=3)
     fact, customer = star["fact_sale"].copy(), star["customer"].copy()
     keys = sorted(fact["MARKET_KEY"].unique())
@@ -198,10 +193,8 @@ def warehouse(tmp_path, monkeypatch):
     future = fact.iloc[[0]].assign(ORDER_DATE=pd.Timestamp("2031-12-05"), SALES_ORDER_NUMBER="SO-FUTURE")
     star["fact_sale"] = pd.concat([fact, dup, future], ignore_index=True)
     star["customer"] = customer
-    with fakesnow.patch():
-        conn = snowflake.connector.connect(database="SEGMENTATION", schema="MART")
-        load_star(conn, star, SegmentationConfig().warehouse)
-        yield {"keys": keys, "odd": odd, "neg": neg, "tmp": tmp_path}
+    emulated_warehouse(star)
+    return {"keys": keys, "odd": odd, "neg": neg, "tmp": tmp_path}
 
 
 def _config(tmp, **quality):
@@ -268,12 +261,8 @@ def test_too_few_markets_for_k_fails_before_training(warehouse):
     assert not run.inputs.exists()
 
 
-def test_a_thin_market_is_excluded_by_the_gate_with_its_numbers(tmp_path, monkeypatch):
+def test_a_thin_market_is_excluded_by_the_gate_with_its_numbers(tmp_path, emulated_warehouse):
     """6 order lines in 3 months of the window: active enough, but too thin to describe or to segment."""
-    import fakesnow
-    import snowflake.connector
-
-    monkeypatch.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(8765))
     star = synthetic_star(n_markets=6, start="2012-01", end="2013-12", seed=3)
     fact = star["fact_sale"]
     donor = fact[fact["MARKET_KEY"] == fact["MARKET_KEY"].min()]
@@ -286,14 +275,12 @@ def test_a_thin_market_is_excluded_by_the_gate_with_its_numbers(tmp_path, monkey
     )
     n_customers = lines["CUSTOMER_KEY"].nunique()
     config = _config(tmp_path)
-    with fakesnow.patch():
-        conn = snowflake.connector.connect(database="SEGMENTATION", schema="MART")
-        load_star(conn, star, config.warehouse)
-        run = pipeline.start_run(config, MONTH, "test")
-        pipeline.extract_static_features(run)
-        pipeline.build_sequences(run)
-        checked = pipeline.check_data_quality(run)
-        pipeline.prepare_inputs(run)
+    emulated_warehouse(star)
+    run = pipeline.start_run(config, MONTH, "test")
+    pipeline.extract_static_features(run)
+    pipeline.build_sequences(run)
+    checked = pipeline.check_data_quality(run)
+    pipeline.prepare_inputs(run)
     data = read_npz(run.sequences)
     row = list(data["markets"]).index("XX-THIN")
     assert data["n_lines"].shape == data["revenue"].shape

@@ -18,7 +18,7 @@ from include.segmentation.adapters.storage import ArtifactError, read_bytes, rea
 from include.segmentation.adapters.warehouse import connect, query_frame, render_sql, split_statements
 from include.segmentation.config import SegmentationConfig
 from include.segmentation.local.demo_data import synthetic_star
-from tests.conftest import ROOT, free_port, wait_for_port
+from tests.processes import ROOT, free_port, wait_for_port
 
 MONTH = pd.Period("2013-12", "M")
 SETTINGS = {

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from include.segmentation import config as config_module
 from include.segmentation.config import SegmentationConfig
 from include.segmentation.months import parse_month, resolve_target_month
-from tests.conftest import ROOT, free_port, wait_for_port
+from tests.processes import ROOT, free_port, wait_for_port
 
 # -- identifiers from configuration -------------------------------------------------------------
 
@@ -292,16 +292,11 @@ def test_injection_in_values_is_stored_verbatim_by_write_segments(fake_conn, tin
     assert cur.fetchone()[0] == 1
 
 
-def test_hostile_market_keys_and_names_flow_through_the_pipeline_as_data(tmp_path, monkeypatch):
+def test_hostile_market_keys_and_names_flow_through_the_pipeline_as_data(tmp_path, emulated_warehouse):
     """Market keys and names from the warehouse pass every SQL template as bound data."""
-    import fakesnow
-    import snowflake.connector
-
     from include.segmentation import steps as pipeline
-    from include.segmentation.local.demo_data import load_star, synthetic_star
-    from include.segmentation.local.emulator import connection_json
+    from include.segmentation.local.demo_data import synthetic_star
 
-    monkeypatch.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(8765))
     star = synthetic_star(n_markets=6, start="2012-12", end="2013-12", seed=3)
     keys = dict(zip(star["territory"]["MARKET_KEY"], EVIL_KEYS, strict=True))
     star["territory"] = star["territory"].assign(
@@ -316,16 +311,14 @@ def test_hostile_market_keys_and_names_flow_through_the_pipeline_as_data(tmp_pat
             "clustering": {"k_max": 3},
         }
     )
-    with fakesnow.patch():
-        conn = snowflake.connector.connect(database="SEGMENTATION", schema="MART")
-        load_star(conn, star, config.warehouse)
-        result = pipeline.run_month(config, pd.Period("2013-12", "M"), run_id=f"scheduled__{EVIL}/../../x")
-        cur = conn.cursor()
-        cur.execute("SELECT MARKET_KEY, RUN_ID FROM MARKET_SEGMENT")
-        rows = cur.fetchall()
-        cur.execute("SELECT EXAMPLES FROM SEGMENT_PROFILE")
-        examples = ", ".join(r[0] for r in cur.fetchall())
-        assert {"FACT_SALE", "DIM_TERRITORY", "MARKET_SEGMENT", "SEGMENTATION_RUN"} <= _tables(conn)
+    conn = emulated_warehouse(star)
+    result = pipeline.run_month(config, pd.Period("2013-12", "M"), run_id=f"scheduled__{EVIL}/../../x")
+    cur = conn.cursor()
+    cur.execute("SELECT MARKET_KEY, RUN_ID FROM MARKET_SEGMENT")
+    rows = cur.fetchall()
+    cur.execute("SELECT EXAMPLES FROM SEGMENT_PROFILE")
+    examples = ", ".join(r[0] for r in cur.fetchall())
+    assert {"FACT_SALE", "DIM_TERRITORY", "MARKET_SEGMENT", "SEGMENTATION_RUN"} <= _tables(conn)
     assert sorted(r[0] for r in rows) == sorted(EVIL_KEYS)
     assert {r[1] for r in rows} == {f"scheduled__{EVIL}/../../x"}
     assert f"{EVIL} #0" in examples

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tests.conftest import ROOT, free_port, wait_for_port
+from tests.processes import ROOT, free_port, wait_for_port
 
 #: Two months, so the second has a previous month to compare with (migrations, stability).
 MONTHS = (pd.Period("2013-11", "M"), pd.Period("2013-12", "M"))
