@@ -34,6 +34,77 @@ def _wall_clock(values: pd.Series) -> pd.Series:
     return parsed.dt.tz_localize(None) if isinstance(parsed.dtype, pd.DatetimeTZDtype) else parsed
 
 
+def _check_columns(monthly: pd.DataFrame) -> None:
+    # Every column present, and no row without a market or a month (it could not be placed).
+    missing = [c for c in ("market_key", "month_start", *MONTHLY_COLUMNS) if c not in monthly.columns]
+    if missing:
+        raise ValueError(f"monthly aggregates are missing column(s) {missing}")
+    for col in ("market_key", "month_start"):
+        if monthly[col].isna().any():
+            raise ValueError(f"monthly aggregates have {int(monthly[col].isna().sum())} row(s) with a NULL {col}")
+
+
+def _check_finite(columns: list[np.ndarray], raw_keys: pd.Series, starts: pd.Series) -> None:
+    # Name the first row (the first measure on a tie) whose measure is NaN or infinite.
+    bad_rows = [np.flatnonzero(~np.isfinite(v)) for v in columns]
+    if any(len(rows) for rows in bad_rows):
+        row, col = min((int(rows[0]), j) for j, rows in enumerate(bad_rows) if len(rows))
+        raise ValueError(
+            f"market {str(raw_keys.iloc[row])!r} has a non-finite {MONTHLY_COLUMNS[col]} ({columns[col][row]}) in "
+            f"{starts.iloc[row]:%Y-%m}"
+        )
+
+
+@dataclass(frozen=True)
+class _Cells:
+    """Where the rows whose month is in the window go in the flat ``(n_markets * n_months)`` grid."""
+
+    inside: np.ndarray  # (n_rows,) bool: the row's month is in the window
+    rows: np.ndarray | None  # positions of the rows inside the window; None when all are
+    present: np.ndarray  # (n_codes,) bool: the market has rows in the window
+    n_markets: int  # markets with rows in the window (the grid's first axis)
+    cell: np.ndarray  # per row inside the window: market's grid row * n_months + month position
+
+
+def _grid_cells(codes: np.ndarray, n_codes: int, month_no: np.ndarray, months: pd.PeriodIndex) -> _Cells:
+    # Months become integer positions in the window; markets without rows in it get no grid row.
+    first = months[0].year * 12 + months[0].month - 1
+    pos = month_no - first
+    inside = (pos >= 0) & (pos < len(months))
+    rows = None if inside.all() else np.flatnonzero(inside)
+    in_codes = codes if rows is None else codes[rows]
+    in_pos = pos if rows is None else pos[rows]
+    present = np.bincount(in_codes, minlength=n_codes) > 0
+    dense = np.cumsum(present) - 1  # market code -> its row in the grid (markets with rows in the window)
+    n_markets = int(present.sum())
+    return _Cells(inside, rows, present, n_markets, dense[in_codes] * len(months) + in_pos)
+
+
+def _check_one_row_per_month(
+    cells: _Cells, n_months: int, codes: np.ndarray, month_no: np.ndarray, raw_keys: pd.Series, starts: pd.Series
+) -> None:
+    # Duplicated (market, month) rows: inside the window by counting cells, outside it (normally no
+    # rows: the SQL bounds the history) by hashing; then the first repeat in row order is named.
+    suspect = np.bincount(cells.cell, minlength=cells.n_markets * n_months)[cells.cell] > 1
+    base = int(month_no.min())
+    span = int(month_no.max()) - base + 1
+
+    def pair(at: np.ndarray) -> pd.Series:  # one integer per (market, month) of the rows ``at``
+        return pd.Series(codes[at] * span + (month_no[at] - base))
+
+    if cells.rows is not None:
+        flags = np.zeros(len(codes), dtype=bool)
+        flags[cells.rows] = suspect
+        out = np.flatnonzero(~cells.inside)
+        flags[out[pair(out).duplicated(keep=False).to_numpy()]] = True
+        suspect = flags
+    if suspect.any():
+        candidates = np.flatnonzero(suspect)
+        repeat = pair(candidates).duplicated().to_numpy()
+        row = int(candidates[np.flatnonzero(repeat)[0]])
+        raise ValueError(f"market {str(raw_keys.iloc[row])!r} has more than one row for month {starts.iloc[row]:%Y-%m}")
+
+
 def monthly_grid(monthly: pd.DataFrame, months: pd.PeriodIndex) -> tuple[np.ndarray, np.ndarray]:
     """Pivot long monthly aggregates into a dense ``(n_markets, n_months, 4)`` float64 grid.
 
@@ -48,67 +119,24 @@ def monthly_grid(monthly: pd.DataFrame, months: pd.PeriodIndex) -> tuple[np.ndar
     strings are never turned into Python objects), months become integer positions, duplicates are
     found by counting cells, and each measure is written into the grid by one fancy-indexed assignment.
     """
-    missing = [c for c in ("market_key", "month_start", *MONTHLY_COLUMNS) if c not in monthly.columns]
-    if missing:
-        raise ValueError(f"monthly aggregates are missing column(s) {missing}")
-    for col in ("market_key", "month_start"):
-        if monthly[col].isna().any():
-            raise ValueError(f"monthly aggregates have {int(monthly[col].isna().sum())} row(s) with a NULL {col}")
+    _check_columns(monthly)
     if monthly.empty:
         return np.array([], dtype=object), np.zeros((0, len(months), len(MONTHLY_COLUMNS)))
     starts = _wall_clock(monthly["month_start"])
     # Months since year 0 (datetime64[M] counts from 1970-01).
     month_no = starts.to_numpy().astype("datetime64[M]").astype(np.int64) + 1970 * 12
     raw_keys = monthly["market_key"]
-
-    def key(row: int) -> str:
-        return str(raw_keys.iloc[row])
-
     # Measures are read column by column and written straight into the grid: no (rows, 4) intermediate.
     columns = [monthly[c].astype("float64").to_numpy() for c in MONTHLY_COLUMNS]
-    bad_rows = [np.flatnonzero(~np.isfinite(v)) for v in columns]
-    if any(len(rows) for rows in bad_rows):
-        row, col = min((int(rows[0]), j) for j, rows in enumerate(bad_rows) if len(rows))
-        raise ValueError(
-            f"market {key(row)!r} has a non-finite {MONTHLY_COLUMNS[col]} ({columns[col][row]}) in "
-            f"{starts.iloc[row]:%Y-%m}"
-        )
+    _check_finite(columns, raw_keys, starts)
     codes, uniques = pd.factorize(raw_keys.astype(str), sort=True)
-    first = months[0].year * 12 + months[0].month - 1
-    pos = month_no - first
-    inside = (pos >= 0) & (pos < len(months))
-    rows = None if inside.all() else np.flatnonzero(inside)
-    in_codes = codes if rows is None else codes[rows]
-    in_pos = pos if rows is None else pos[rows]
-    present = np.bincount(in_codes, minlength=len(uniques)) > 0
-    dense = np.cumsum(present) - 1  # market code -> its row in the grid (markets with rows in the window)
-    n_markets = int(present.sum())
-    cell = dense[in_codes] * len(months) + in_pos
-    # Duplicated (market, month) rows: inside the window by counting cells, outside it (normally no
-    # rows: the SQL bounds the history) by hashing; then the first repeat in row order is named.
-    suspect = np.bincount(cell, minlength=n_markets * len(months))[cell] > 1
-    base = int(month_no.min())
-    span = int(month_no.max()) - base + 1
-
-    def pair(at: np.ndarray) -> pd.Series:  # one integer per (market, month) of the rows ``at``
-        return pd.Series(codes[at] * span + (month_no[at] - base))
-
-    if rows is not None:
-        flags = np.zeros(len(monthly), dtype=bool)
-        flags[rows] = suspect
-        out = np.flatnonzero(~inside)
-        flags[out[pair(out).duplicated(keep=False).to_numpy()]] = True
-        suspect = flags
-    if suspect.any():
-        candidates = np.flatnonzero(suspect)
-        repeat = pair(candidates).duplicated().to_numpy()
-        row = int(candidates[np.flatnonzero(repeat)[0]])
-        raise ValueError(f"market {key(row)!r} has more than one row for month {starts.iloc[row]:%Y-%m}")
-    markets = np.asarray(uniques, dtype=object)[present]
-    grid = np.zeros((n_markets * len(months), len(MONTHLY_COLUMNS)), dtype=np.float64)
+    cells = _grid_cells(codes, len(uniques), month_no, months)
+    _check_one_row_per_month(cells, len(months), codes, month_no, raw_keys, starts)
+    markets = np.asarray(uniques, dtype=object)[cells.present]
+    grid = np.zeros((cells.n_markets * len(months), len(MONTHLY_COLUMNS)), dtype=np.float64)
     for j, values in enumerate(columns):
-        grid[cell, j] = values if rows is None else values[rows]
-    return markets, grid.reshape(n_markets, len(months), len(MONTHLY_COLUMNS))
+        grid[cells.cell, j] = values if cells.rows is None else values[cells.rows]
+    return markets, grid.reshape(cells.n_markets, len(months), len(MONTHLY_COLUMNS))
 
 
 def _signed_log1p(x: np.ndarray) -> np.ndarray:

@@ -60,35 +60,19 @@ def customers_from_sales(fact: pd.DataFrame, customer_type: pd.Series) -> pd.Dat
     )
 
 
-def adventureworks_star(data_dir: str | os.PathLike | None = None) -> dict[str, pd.DataFrame]:
-    """Build the star schema from the AdventureWorksDW parquet tables (see its PROVENANCE.md).
-
-    - ``FACT_SALE``: internet and reseller sales lines unioned, with ``CHANNEL`` (Internet/Reseller).
-    - Market: the customer's (internet) or reseller's (reseller) state/province, keyed
-      ``<country code>-<state code>`` (e.g. ``US-WA``); the 10 sales territories are too few markets.
-    - ``DISCOUNT_PCT`` from ``UnitPriceDiscountPct`` (fraction 0-1); ``SALES_AMOUNT`` in USD.
-    - Customers: internet ``CustomerKey``; resellers as customers keyed ``1_000_000 + ResellerKey``.
-    - ``PRODUCT_LINE`` stripped of its ``nchar(2)`` trailing space (NULL stays NULL).
-
-    Raises ``FileNotFoundError`` naming the missing file.
-    """
-    root = Path(data_dir) if data_dir else adventureworks_dir()
-
+def _table_reader(root: Path):
+    # A reader of AdventureWorksDW tables under `root` that names the missing file.
     def read(table: str, columns: list[str]) -> pd.DataFrame:
         path = root / f"{table}.parquet"
         if not path.exists():
             raise FileNotFoundError(f"AdventureWorksDW table {table} not found at {path}")
         return pd.read_parquet(path, columns=columns)
 
-    sale_cols = [
-        "SalesOrderNumber",
-        "SalesOrderLineNumber",
-        "OrderDate",
-        "ProductKey",
-        "SalesAmount",
-        "UnitPriceDiscountPct",
-        "OrderQuantity",
-    ]
+    return read
+
+
+def _aw_geography(read) -> pd.DataFrame:
+    # The 10 sales territories are too few markets: a market is a state/province, keyed e.g. US-WA.
     geo = read(
         "DimGeography",
         [
@@ -101,12 +85,20 @@ def adventureworks_star(data_dir: str | os.PathLike | None = None) -> dict[str, 
         ],
     )
     geo["MARKET_KEY"] = geo["CountryRegionCode"].str.strip() + "-" + geo["StateProvinceCode"].str.strip()
-    territory = read("DimSalesTerritory", ["SalesTerritoryKey", "SalesTerritoryGroup"])
-    customer = read("DimCustomer", ["CustomerKey", "GeographyKey"])
-    reseller = read("DimReseller", ["ResellerKey", "GeographyKey"])
-    reseller["CUSTOMER_KEY"] = 1_000_000 + reseller["ResellerKey"].astype("int64")
-    customer["CUSTOMER_KEY"] = customer["CustomerKey"].astype("int64")
+    return geo
 
+
+def _aw_sales(read, geo: pd.DataFrame, customer: pd.DataFrame, reseller: pd.DataFrame) -> pd.DataFrame:
+    # Internet and reseller sales lines unioned, each placed in its buyer's market.
+    sale_cols = [
+        "SalesOrderNumber",
+        "SalesOrderLineNumber",
+        "OrderDate",
+        "ProductKey",
+        "SalesAmount",
+        "UnitPriceDiscountPct",
+        "OrderQuantity",
+    ]
     internet = read("FactInternetSales", [*sale_cols, "CustomerKey"]).assign(CHANNEL="Internet")
     internet["CUSTOMER_KEY"] = internet["CustomerKey"].astype("int64")
     resale = read("FactResellerSales", [*sale_cols, "ResellerKey"]).assign(CHANNEL="Reseller")
@@ -116,7 +108,7 @@ def adventureworks_star(data_dir: str | os.PathLike | None = None) -> dict[str, 
     ).merge(geo[["GeographyKey", "MARKET_KEY"]], on="GeographyKey")[["CUSTOMER_KEY", "MARKET_KEY"]]
 
     sales = pd.concat([internet, resale], ignore_index=True).merge(geo_of_customer, on="CUSTOMER_KEY", how="inner")
-    fact = pd.DataFrame(
+    return pd.DataFrame(
         {
             "SALES_ORDER_NUMBER": sales["SalesOrderNumber"],
             "SALES_ORDER_LINE": sales["SalesOrderLineNumber"].astype("int64"),
@@ -131,12 +123,15 @@ def adventureworks_star(data_dir: str | os.PathLike | None = None) -> dict[str, 
         }
     ).sort_values(["ORDER_DATE", "SALES_ORDER_NUMBER", "SALES_ORDER_LINE"], ignore_index=True)
 
+
+def _aw_territory(geo: pd.DataFrame, territory: pd.DataFrame, fact: pd.DataFrame) -> pd.DataFrame:
+    # The markets that have sales, with their names, country and sales territory group.
     markets = (
         geo.merge(territory, on="SalesTerritoryKey", how="left")
         .drop_duplicates("MARKET_KEY")
         .loc[lambda g: g["MARKET_KEY"].isin(fact["MARKET_KEY"].unique())]
     )
-    dim_territory = pd.DataFrame(
+    return pd.DataFrame(
         {
             "MARKET_KEY": markets["MARKET_KEY"],
             "MARKET_NAME": markets["StateProvinceName"].str.strip(),
@@ -145,12 +140,9 @@ def adventureworks_star(data_dir: str | os.PathLike | None = None) -> dict[str, 
         }
     ).sort_values("MARKET_KEY", ignore_index=True)
 
-    customer_type = pd.concat(
-        [
-            pd.Series("Individual", index=customer["CUSTOMER_KEY"].to_numpy()),
-            pd.Series("Reseller", index=reseller["CUSTOMER_KEY"].to_numpy()),
-        ]
-    )
+
+def _aw_products(read) -> pd.DataFrame:
+    # Products with their subcategory and category names; PRODUCT_LINE is nchar(2): strip its space.
     product = read("DimProduct", ["ProductKey", "EnglishProductName", "ProductLine", "ProductSubcategoryKey"])
     subcat = read(
         "DimProductSubcategory", ["ProductSubcategoryKey", "EnglishProductSubcategoryName", "ProductCategoryKey"]
@@ -159,7 +151,7 @@ def adventureworks_star(data_dir: str | os.PathLike | None = None) -> dict[str, 
     product = product.merge(subcat, on="ProductSubcategoryKey", how="left").merge(
         category, on="ProductCategoryKey", how="left"
     )
-    dim_product = pd.DataFrame(
+    return pd.DataFrame(
         {
             "PRODUCT_KEY": product["ProductKey"].astype("int64"),
             "PRODUCT_NAME": product["EnglishProductName"],
@@ -168,8 +160,11 @@ def adventureworks_star(data_dir: str | os.PathLike | None = None) -> dict[str, 
             "CATEGORY": product["EnglishProductCategoryName"],
         }
     )
+
+
+def _aw_dates(read) -> pd.DataFrame:
     dates = read("DimDate", ["DateKey", "FullDateAlternateKey", "CalendarYear", "MonthNumberOfYear"])
-    dim_date = pd.DataFrame(
+    return pd.DataFrame(
         {
             "DATE_KEY": dates["DateKey"].astype("int64"),
             "FULL_DATE": pd.to_datetime(dates["FullDateAlternateKey"]),
@@ -177,6 +172,39 @@ def adventureworks_star(data_dir: str | os.PathLike | None = None) -> dict[str, 
             "CALENDAR_MONTH": dates["MonthNumberOfYear"].astype("int64"),
         }
     )
+
+
+def adventureworks_star(data_dir: str | os.PathLike | None = None) -> dict[str, pd.DataFrame]:
+    """Build the star schema from the AdventureWorksDW parquet tables (see its PROVENANCE.md).
+
+    - ``FACT_SALE``: internet and reseller sales lines unioned, with ``CHANNEL`` (Internet/Reseller).
+    - Market: the customer's (internet) or reseller's (reseller) state/province, keyed
+      ``<country code>-<state code>`` (e.g. ``US-WA``); the 10 sales territories are too few markets.
+    - ``DISCOUNT_PCT`` from ``UnitPriceDiscountPct`` (fraction 0-1); ``SALES_AMOUNT`` in USD.
+    - Customers: internet ``CustomerKey``; resellers as customers keyed ``1_000_000 + ResellerKey``.
+    - ``PRODUCT_LINE`` stripped of its ``nchar(2)`` trailing space (NULL stays NULL).
+
+    Raises ``FileNotFoundError`` naming the missing file.
+    """
+    read = _table_reader(Path(data_dir) if data_dir else adventureworks_dir())
+    # Tables are read in this order, which decides which missing file is named first.
+    geo = _aw_geography(read)
+    territory = read("DimSalesTerritory", ["SalesTerritoryKey", "SalesTerritoryGroup"])
+    customer = read("DimCustomer", ["CustomerKey", "GeographyKey"])
+    reseller = read("DimReseller", ["ResellerKey", "GeographyKey"])
+    # Resellers are customers too, keyed above any internet CustomerKey.
+    reseller["CUSTOMER_KEY"] = 1_000_000 + reseller["ResellerKey"].astype("int64")
+    customer["CUSTOMER_KEY"] = customer["CustomerKey"].astype("int64")
+    fact = _aw_sales(read, geo, customer, reseller)
+    dim_territory = _aw_territory(geo, territory, fact)
+    customer_type = pd.concat(
+        [
+            pd.Series("Individual", index=customer["CUSTOMER_KEY"].to_numpy()),
+            pd.Series("Reseller", index=reseller["CUSTOMER_KEY"].to_numpy()),
+        ]
+    )
+    dim_product = _aw_products(read)
+    dim_date = _aw_dates(read)
     return {
         "fact_sale": fact,
         "territory": dim_territory,
@@ -184,6 +212,84 @@ def adventureworks_star(data_dir: str | os.PathLike | None = None) -> dict[str, 
         "product": dim_product,
         "date": dim_date,
     }
+
+
+#: Synthetic market archetypes: (monthly trend, seasonal amplitude, base lines/month, discount, platinum prob).
+_ARCHETYPES = (
+    (0.03, 0.05, 30, 0.02, 0.25),
+    (-0.02, 0.05, 25, 0.10, 0.05),
+    (0.00, 0.60, 15, 0.05, 0.10),
+    (0.01, 0.10, 8, 0.20, 0.02),
+)
+#: Synthetic territory groups and the country code of their markets.
+_GROUPS = {"Europe": "DE", "North America": "US", "Pacific": "AU"}
+_N_PRODUCTS = 120
+
+
+def _synthetic_products(rng: np.random.Generator) -> pd.DataFrame:
+    lines, subcats = ["R", "M", "T", "S"], [f"Subcategory {i}" for i in range(24)]
+    return pd.DataFrame(
+        {
+            "PRODUCT_KEY": np.arange(1, _N_PRODUCTS + 1),
+            "PRODUCT_NAME": [f"Product {i}" for i in range(1, _N_PRODUCTS + 1)],
+            "PRODUCT_LINE": rng.choice(lines, _N_PRODUCTS),
+            "SUBCATEGORY": rng.choice(subcats, _N_PRODUCTS),
+            "CATEGORY": "Synthetic",
+        }
+    )
+
+
+def _synthetic_customers(rng: np.random.Generator, cust_keys: np.ndarray, p_platinum: float) -> pd.DataFrame:
+    # A market's customers: tiers drawn with the archetype's platinum share, LTV by tier with noise.
+    n_cust = len(cust_keys)
+    tiers = rng.choice(["Platinum", "Gold", "Silver", "Standard"], n_cust, p=[p_platinum, 0.2, 0.3, 0.5 - p_platinum])
+    ltv = np.where(tiers == "Platinum", 8000.0, np.where(tiers == "Gold", 3000.0, 800.0))
+    return pd.DataFrame(
+        {
+            "CUSTOMER_KEY": cust_keys,
+            "CUSTOMER_TYPE": "Individual",
+            "LOYALTY_STATUS": tiers,
+            "LIFETIME_VALUE": ltv * rng.lognormal(0, 0.2, n_cust),
+        }
+    )
+
+
+def _synthetic_sales(
+    rng: np.random.Generator,
+    m: int,
+    key: str,
+    months: pd.PeriodIndex,
+    archetype: tuple,
+    cust_keys: np.ndarray,
+    allowed: np.ndarray,
+) -> list[pd.DataFrame]:
+    # Market m's sale lines, month by month: a Poisson count around the archetype's trend and Q4
+    # season (months without sales add no frame).
+    trend, season, base, discount, _ = archetype
+    facts = []
+    for t, month in enumerate(months):
+        level = base * np.exp(trend * t) * (1 + season * np.cos(2 * np.pi * (month.month - 12) / 12))
+        n = rng.poisson(max(level, 0.5))
+        if n == 0:
+            continue
+        days = rng.integers(0, month.days_in_month, n)
+        facts.append(
+            pd.DataFrame(
+                {
+                    "SALES_ORDER_NUMBER": [f"SO{m:03d}{t:03d}{i:04d}" for i in range(n)],
+                    "SALES_ORDER_LINE": 1,
+                    "CHANNEL": "Internet",
+                    "ORDER_DATE": month.start_time + pd.to_timedelta(days, unit="D"),
+                    "MARKET_KEY": key,
+                    "CUSTOMER_KEY": rng.choice(cust_keys, n),
+                    "PRODUCT_KEY": rng.choice(allowed, n),
+                    "SALES_AMOUNT": np.round(rng.lognormal(5.5, 0.6, n), 2),
+                    "DISCOUNT_PCT": np.clip(rng.normal(discount, 0.02, n), 0, 0.9),
+                    "QUANTITY": rng.integers(1, 4, n),
+                }
+            )
+        )
+    return facts
 
 
 def synthetic_star(
@@ -201,70 +307,22 @@ def synthetic_star(
     if len(months) == 0:
         raise ValueError(f"start ({start}) must not be after end ({end})")
     rng = np.random.default_rng(seed)
-    archetypes = [  # (monthly trend, seasonal amplitude, base lines/month, discount, platinum prob)
-        (0.03, 0.05, 30, 0.02, 0.25),
-        (-0.02, 0.05, 25, 0.10, 0.05),
-        (0.00, 0.60, 15, 0.05, 0.10),
-        (0.01, 0.10, 8, 0.20, 0.02),
-    ]
-    groups = {"Europe": "DE", "North America": "US", "Pacific": "AU"}
-    n_products, lines, subcats = 120, ["R", "M", "T", "S"], [f"Subcategory {i}" for i in range(24)]
-    product = pd.DataFrame(
-        {
-            "PRODUCT_KEY": np.arange(1, n_products + 1),
-            "PRODUCT_NAME": [f"Product {i}" for i in range(1, n_products + 1)],
-            "PRODUCT_LINE": rng.choice(lines, n_products),
-            "SUBCATEGORY": rng.choice(subcats, n_products),
-            "CATEGORY": "Synthetic",
-        }
-    )
+    # Every draw comes from `rng` in a fixed order (products, then market by market: customers,
+    # product range, monthly sales), so a seed gives the same warehouse.
+    product = _synthetic_products(rng)
     territory, facts, customer_rows = [], [], []
     next_customer = 1
     for m in range(n_markets):
-        trend, season, base, discount, p_platinum = archetypes[m % len(archetypes)]
-        group = list(groups)[m % len(groups)]
-        key = f"{groups[group]}-S{m:03d}"
-        territory.append((key, f"Synthetic market {m}", groups[group], group))
-        n_cust = int(20 + base * 2)
+        archetype = _ARCHETYPES[m % len(_ARCHETYPES)]
+        group = list(_GROUPS)[m % len(_GROUPS)]
+        key = f"{_GROUPS[group]}-S{m:03d}"
+        territory.append((key, f"Synthetic market {m}", _GROUPS[group], group))
+        n_cust = int(20 + archetype[2] * 2)  # bigger archetypes have more customers
         cust_keys = np.arange(next_customer, next_customer + n_cust)
         next_customer += n_cust
-        tiers = rng.choice(
-            ["Platinum", "Gold", "Silver", "Standard"], n_cust, p=[p_platinum, 0.2, 0.3, 0.5 - p_platinum]
-        )
-        ltv = np.where(tiers == "Platinum", 8000.0, np.where(tiers == "Gold", 3000.0, 800.0))
-        customer_rows.append(
-            pd.DataFrame(
-                {
-                    "CUSTOMER_KEY": cust_keys,
-                    "CUSTOMER_TYPE": "Individual",
-                    "LOYALTY_STATUS": tiers,
-                    "LIFETIME_VALUE": ltv * rng.lognormal(0, 0.2, n_cust),
-                }
-            )
-        )
-        allowed = rng.choice(n_products, size=10 + (m % 4) * 25, replace=False) + 1
-        for t, month in enumerate(months):
-            level = base * np.exp(trend * t) * (1 + season * np.cos(2 * np.pi * (month.month - 12) / 12))
-            n = rng.poisson(max(level, 0.5))
-            if n == 0:
-                continue
-            days = rng.integers(0, month.days_in_month, n)
-            facts.append(
-                pd.DataFrame(
-                    {
-                        "SALES_ORDER_NUMBER": [f"SO{m:03d}{t:03d}{i:04d}" for i in range(n)],
-                        "SALES_ORDER_LINE": 1,
-                        "CHANNEL": "Internet",
-                        "ORDER_DATE": month.start_time + pd.to_timedelta(days, unit="D"),
-                        "MARKET_KEY": key,
-                        "CUSTOMER_KEY": rng.choice(cust_keys, n),
-                        "PRODUCT_KEY": rng.choice(allowed, n),
-                        "SALES_AMOUNT": np.round(rng.lognormal(5.5, 0.6, n), 2),
-                        "DISCOUNT_PCT": np.clip(rng.normal(discount, 0.02, n), 0, 0.9),
-                        "QUANTITY": rng.integers(1, 4, n),
-                    }
-                )
-            )
+        customer_rows.append(_synthetic_customers(rng, cust_keys, archetype[4]))
+        allowed = rng.choice(_N_PRODUCTS, size=10 + (m % 4) * 25, replace=False) + 1
+        facts.extend(_synthetic_sales(rng, m, key, months, archetype, cust_keys, allowed))
     dates = pd.date_range(months[0].start_time, months[-1].end_time.normalize(), freq="D")
     return {
         "fact_sale": pd.concat(facts, ignore_index=True),

@@ -384,48 +384,24 @@ def _normalise_loyalty(values: pd.Series) -> pd.Series:
     return values.map(lambda v: known.get(v.lower(), v) if isinstance(v, str) else v)
 
 
-def build_star(path: str | os.PathLike, mapping: ColumnMapping | None = None) -> dict[str, pd.DataFrame]:
-    """Read a flat sales extract and return the star schema (``fact_sale``, ``territory``,
-    ``customer``, ``product``, ``date``) with the default contract's column names.
-
-    - markets, customers and products get keys; customer keys are 1..n in the order of the
-      file's sorted customer ids (``NUMBER`` in the warehouse), products are distinct
-      (product id,) line and subcategory;
-    - ``LIFETIME_VALUE`` and ``LOYALTY_STATUS`` come from the file (a customer's value on its
-      latest order) or, when absent, are derived as ``demo_data`` does for AdventureWorks (LTV: the
-      customer's total amount; tier: top 10% / 20% / 30% by LTV Platinum / Gold / Silver, the rest
-      Standard);
-    - discounts are stored as fractions 0-1 (``discount_kind: fraction`` in the configuration).
-
-    Raises ``FlatFileError`` naming the file, column and first bad row: empty file, wrong
-    delimiter, missing columns, empty keys, non-numeric or non-finite amounts, unparseable or
-    ambiguous dates, discounts out of range, a market with two names.
-    """
-    mapping = mapping or ColumnMapping()
-    path = Path(path)
-    source = _read(path, mapping)
-    cols = _resolve_columns(source, mapping)
-
-    dates = _dates(source, cols["order_date"], mapping.date_format)
-    markets = _text(source, cols["market"], required=True)
-    customer_ids = _text(source, cols["customer"], required=True)
-    amount = _number(source, cols["amount"], mapping.decimal)
-    discount = _discount(source, cols["discount"], mapping, amount)
+def _quantity(source: _Source, cols: dict[str, str], mapping: ColumnMapping, amount: pd.Series) -> pd.Series:
+    # Units per line (1 when the file has no quantity); the warehouse stores a whole NUMBER.
     quantity = (
         _number(source, cols["quantity"], mapping.decimal) if "quantity" in cols else pd.Series(1.0, amount.index)
     )
     if not np.equal(np.mod(quantity, 1), 0).all():
         pos = int(np.flatnonzero(np.mod(quantity, 1) != 0)[0])
         raise FlatFileError(
-            f"{path}: column {cols['quantity']!r} must be whole numbers; {source.where(pos)} has {quantity.iloc[pos]:g}"
+            f"{source.path}: column {cols['quantity']!r} must be whole numbers; {source.where(pos)} has "
+            f"{quantity.iloc[pos]:g}"
         )
-    lines = _text(source, cols["product_line"], required=False)
-    subcats = _text(source, cols["subcategory"], required=False)
+    return quantity
 
-    # Customers: keys 1..n over the sorted ids (the warehouse's CUSTOMER_KEY is a NUMBER).
-    ids = pd.Index(sorted(customer_ids.unique()))
-    customer_key = pd.Series(ids.get_indexer(customer_ids) + 1, index=customer_ids.index, dtype="int64")
-    # Products: distinct (product,) line, subcategory.
+
+def _products(
+    source: _Source, cols: dict[str, str], lines: pd.Series, subcats: pd.Series
+) -> tuple[pd.Series, pd.DataFrame]:
+    # Products: distinct (product,) line, subcategory -> (each row's PRODUCT_KEY, the product dimension).
     product_cols = {"line": lines, "subcategory": subcats}
     if "product" in cols:
         product_cols = {"product": _text(source, cols["product"], required=True)} | product_cols
@@ -436,6 +412,7 @@ def build_star(path: str | os.PathLike, mapping: ColumnMapping | None = None) ->
         .drop_duplicates("PRODUCT_KEY")
         .sort_values("PRODUCT_KEY", ignore_index=True)
     )
+    # Without a product id a product is named by its line and subcategory.
     names = (
         dim_product["product"]
         if "product" in dim_product
@@ -450,30 +427,29 @@ def build_star(path: str | os.PathLike, mapping: ColumnMapping | None = None) ->
             "CATEGORY": None,
         }
     )
+    return product_key, dim_product
 
+
+def _order_lines(source: _Source, cols: dict[str, str], amount: pd.Series) -> tuple[pd.Series, pd.Series]:
+    # (order number, line within the order): from the file's order id, else one order per line ("L1"...).
     if "order_id" in cols:
         order_number = _text(source, cols["order_id"], required=True)
-        order_line = order_number.groupby(order_number).cumcount() + 1
-    else:
-        order_number = pd.Series([f"L{i + 1}" for i in range(len(amount))], index=amount.index, dtype=object)
-        order_line = pd.Series(1, index=amount.index)
-    fact = pd.DataFrame(
-        {
-            "SALES_ORDER_NUMBER": order_number,
-            "SALES_ORDER_LINE": order_line.astype("int64"),
-            "CHANNEL": "File",
-            "ORDER_DATE": dates,
-            "MARKET_KEY": markets,
-            "CUSTOMER_KEY": customer_key,
-            "PRODUCT_KEY": product_key,
-            "SALES_AMOUNT": amount,
-            "DISCOUNT_PCT": discount,
-            "QUANTITY": quantity.astype("int64"),
-        }
-    ).sort_values(["ORDER_DATE", "SALES_ORDER_NUMBER", "SALES_ORDER_LINE"], ignore_index=True, kind="stable")
+        return order_number, order_number.groupby(order_number).cumcount() + 1
+    order_number = pd.Series([f"L{i + 1}" for i in range(len(amount))], index=amount.index, dtype=object)
+    return order_number, pd.Series(1, index=amount.index)
 
+
+def _customers(
+    source: _Source,
+    cols: dict[str, str],
+    mapping: ColumnMapping,
+    fact: pd.DataFrame,
+    n_customers: int,
+    customer_key: pd.Series,
+    dates: pd.Series,
+) -> pd.DataFrame:
     # Customer dimension: derived as demo_data derives AdventureWorks', unless the file has the values.
-    customer_type = pd.Series("Individual", index=pd.RangeIndex(1, len(ids) + 1))
+    customer_type = pd.Series("Individual", index=pd.RangeIndex(1, n_customers + 1))
     customer = customers_from_sales(fact, customer_type)
     # The file row of each customer's latest order (customers 1..n, as in the customer frame).
     by_date = pd.DataFrame({"key": customer_key, "row": np.arange(len(dates))}, index=dates.index)
@@ -493,7 +469,11 @@ def build_star(path: str | os.PathLike, mapping: ColumnMapping | None = None) ->
                 other[:10],
                 list(TIERS),
             )
+    return customer
 
+
+def _territory(source: _Source, cols: dict[str, str], markets: pd.Series) -> pd.DataFrame:
+    # One row per market; name, country and group from the file when it has them (one value per market).
     market_keys = sorted(markets.unique())
     territory = pd.DataFrame({"MARKET_KEY": market_keys})
     for role, target, default in (
@@ -505,10 +485,14 @@ def build_star(path: str | os.PathLike, mapping: ColumnMapping | None = None) ->
         if role in cols:
             values = _one_per_market(source, markets, cols[role]).reindex(market_keys).fillna(values)
         territory[target] = values.to_numpy(dtype=object)
+    return territory
 
+
+def _date_dimension(fact: pd.DataFrame) -> pd.DataFrame:
+    # Every day of the months the orders span, whole months at both ends.
     first, last = fact["ORDER_DATE"].min().to_period("M"), fact["ORDER_DATE"].max().to_period("M")
     days = pd.date_range(first.start_time, last.end_time.normalize(), freq="D")
-    dim_date = pd.DataFrame(
+    return pd.DataFrame(
         {
             "DATE_KEY": days.strftime("%Y%m%d").astype("int64"),
             "FULL_DATE": days,
@@ -516,7 +500,67 @@ def build_star(path: str | os.PathLike, mapping: ColumnMapping | None = None) ->
             "CALENDAR_MONTH": days.month,
         }
     )
-    return {"fact_sale": fact, "territory": territory, "customer": customer, "product": dim_product, "date": dim_date}
+
+
+def build_star(path: str | os.PathLike, mapping: ColumnMapping | None = None) -> dict[str, pd.DataFrame]:
+    """Read a flat sales extract and return the star schema (``fact_sale``, ``territory``,
+    ``customer``, ``product``, ``date``) with the default contract's column names.
+
+    - markets, customers and products get keys; customer keys are 1..n in the order of the
+      file's sorted customer ids (``NUMBER`` in the warehouse), products are distinct
+      (product id,) line and subcategory;
+    - ``LIFETIME_VALUE`` and ``LOYALTY_STATUS`` come from the file (a customer's value on its
+      latest order) or, when absent, are derived as ``demo_data`` does for AdventureWorks (LTV: the
+      customer's total amount; tier: top 10% / 20% / 30% by LTV Platinum / Gold / Silver, the rest
+      Standard);
+    - discounts are stored as fractions 0-1 (``discount_kind: fraction`` in the configuration).
+
+    Raises ``FlatFileError`` naming the file, column and first bad row: empty file, wrong
+    delimiter, missing columns, empty keys, non-numeric or non-finite amounts, unparseable or
+    ambiguous dates, discounts out of range, a market with two names.
+    """
+    mapping = mapping or ColumnMapping()
+    source = _read(Path(path), mapping)
+    cols = _resolve_columns(source, mapping)
+
+    # Read (and check) the columns in this order: it decides which error a file with several gets.
+    dates = _dates(source, cols["order_date"], mapping.date_format)
+    markets = _text(source, cols["market"], required=True)
+    customer_ids = _text(source, cols["customer"], required=True)
+    amount = _number(source, cols["amount"], mapping.decimal)
+    discount = _discount(source, cols["discount"], mapping, amount)
+    quantity = _quantity(source, cols, mapping, amount)
+    lines = _text(source, cols["product_line"], required=False)
+    subcats = _text(source, cols["subcategory"], required=False)
+
+    # Customers: keys 1..n over the sorted ids (the warehouse's CUSTOMER_KEY is a NUMBER).
+    ids = pd.Index(sorted(customer_ids.unique()))
+    customer_key = pd.Series(ids.get_indexer(customer_ids) + 1, index=customer_ids.index, dtype="int64")
+    product_key, dim_product = _products(source, cols, lines, subcats)
+    order_number, order_line = _order_lines(source, cols, amount)
+    fact = pd.DataFrame(
+        {
+            "SALES_ORDER_NUMBER": order_number,
+            "SALES_ORDER_LINE": order_line.astype("int64"),
+            "CHANNEL": "File",
+            "ORDER_DATE": dates,
+            "MARKET_KEY": markets,
+            "CUSTOMER_KEY": customer_key,
+            "PRODUCT_KEY": product_key,
+            "SALES_AMOUNT": amount,
+            "DISCOUNT_PCT": discount,
+            "QUANTITY": quantity.astype("int64"),
+        }
+    ).sort_values(["ORDER_DATE", "SALES_ORDER_NUMBER", "SALES_ORDER_LINE"], ignore_index=True, kind="stable")
+    customer = _customers(source, cols, mapping, fact, len(ids), customer_key, dates)
+    territory = _territory(source, cols, markets)
+    return {
+        "fact_sale": fact,
+        "territory": territory,
+        "customer": customer,
+        "product": dim_product,
+        "date": _date_dimension(fact),
+    }
 
 
 def describe_star(tables: dict[str, pd.DataFrame], seq_len: int = 12) -> str:
