@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv services warehouse-start warehouse-stop warehouse-load load clean
+.PHONY: demo test test-unit lint venv services warehouse-start warehouse-stop warehouse-load load clean
 
 venv: $(STAMP)
 
@@ -21,8 +21,13 @@ demo: $(STAMP)
 services:
 	scripts/install_services.sh
 
+# Every tier: tests/unit, tests/emulator, tests/integration (real Airflow, Celery, Chromium). CI runs this.
 test: $(STAMP) services
 	$(VENV)/bin/python -m pytest
+
+# The fast loop: pure functions, the DAG's structure and Params (no warehouse, no Airflow processes).
+test-unit: $(STAMP)
+	$(VENV)/bin/python -m pytest tests/unit
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

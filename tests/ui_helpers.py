@@ -21,7 +21,7 @@ from tests.processes import ROOT, free_port, wait_for_port
 
 #: Two months, so the second has a previous month to compare with (migrations, stability).
 MONTHS = (pd.Period("2013-11", "M"), pd.Period("2013-12", "M"))
-#: A small, fast model on the synthetic warehouse, as in tests/test_pipeline.py.
+#: A small, fast model on the synthetic warehouse, as in tests/emulator/test_pipeline.py.
 CONFIG = {
     "sequences": {"seq_len": 6, "history_months": 24},
     "model": {"epochs": 1, "min_steps": 40, "hidden_dim": 16, "cpu_threads": 1},

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOV, DEC = pd.Period("2013-11", "M"), pd.Period("2013-12", "M")
 TABLES = {
     "MARKET_SEGMENT": "MARKET_KEY, SEGMENT_MONTH",

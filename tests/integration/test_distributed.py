@@ -21,7 +21,7 @@ from include.segmentation.adapters.warehouse import connect
 from include.segmentation.config import load_config
 from include.segmentation.local.emulator import connection_json
 from tests.processes import airflow_api, emulator, free_port, running_airflow, wait_for_port, wait_for_runs
-from tests.test_dag import TASKS
+from tests.unit.test_dag import TASKS
 
 pytestmark = pytest.mark.integration
 

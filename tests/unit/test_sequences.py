@@ -112,7 +112,7 @@ def test_non_finite_measure_names_market_month_and_column(monthly):
 
 def test_aware_month_starts_keep_the_month_they_were_written_in(monthly):
     # The warehouse grouped by month already; a UTC instant of 23:00 on 31 October is October's row
-    # (tests/test_bad_input.py has the +01:00 midnight that UTC conversion would push into November).
+    # (tests/emulator/test_bad_input.py has the +01:00 midnight that UTC conversion would push into November).
     monthly["month_start"] = monthly["month_start"].dt.tz_localize("UTC")
     monthly.loc[0, "month_start"] = pd.Timestamp("2013-11-01 00:00", tz="Europe/Berlin").tz_convert("UTC")
     markets, grid = seq.monthly_grid(monthly, seq.month_range(pd.Period("2013-12", "M"), 3))
