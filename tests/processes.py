@@ -37,27 +37,49 @@ def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: floa
             time.sleep(0.2)
 
 
+#: The embedded warehouse's command line (``include/segmentation/local/emulator.py``).
+EMULATOR = [sys.executable, "-m", "include.segmentation.local.emulator"]
+
+
 @contextmanager
-def emulator(db: Path, adventureworks_dir: Path) -> Generator[int, None, None]:
-    """Load AdventureWorks into ``db``, serve it on a free port, and stop the server (by PID) after."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ADVENTUREWORKS_DIR": str(adventureworks_dir)}
-    command = [sys.executable, "-m", "include.segmentation.local.emulator"]
-    subprocess.run(
-        [*command, "load", "--db-path", str(db), "--source", "adventureworks"],
-        check=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-        capture_output=True,
-    )
+def served_warehouse(
+    db: Path, log: Path | None = None, env: dict[str, str] | None = None
+) -> Generator[int, None, None]:
+    """Serve the emulator's files in ``db`` (empty, or loaded beforehand) on a free port; yields the port
+    and stops the server after. ``log``: where its output goes (default: the test's output)."""
     port = free_port()
-    server = subprocess.Popen([*command, "serve", "--db-path", str(db), "--port", str(port)], env=env, cwd=ROOT)
+    out = open(log, "w") if log else None  # noqa: SIM115 - closed below
+    server = subprocess.Popen(
+        [*EMULATOR, "serve", "--db-path", str(db), "--port", str(port)],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        cwd=ROOT,
+        stdout=out,
+        stderr=subprocess.STDOUT if out else None,
+    )
     try:
         wait_for_port(port, server, "the embedded warehouse", timeout=60)
         yield port
     finally:
         server.terminate()
         server.wait(timeout=30)
+        if out:
+            out.close()
+
+
+@contextmanager
+def emulator(db: Path, adventureworks_dir: Path) -> Generator[int, None, None]:
+    """Load AdventureWorks into ``db`` and serve it on a free port (``served_warehouse``); yields the port."""
+    env = {"ADVENTUREWORKS_DIR": str(adventureworks_dir)}
+    subprocess.run(
+        [*EMULATOR, "load", "--db-path", str(db), "--source", "adventureworks"],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        cwd=ROOT,
+        timeout=300,
+        capture_output=True,
+    )
+    with served_warehouse(db, env=env) as port:
+        yield port
 
 
 def airflow_api(port: int, method: str, path: str, body: dict | None = None) -> dict:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tests.processes import ROOT, free_port, wait_for_port
+from tests.processes import ROOT, free_port, served_warehouse, wait_for_port
 
 #: Two months, so the second has a previous month to compare with (migrations, stability).
 MONTHS = (pd.Period("2013-11", "M"), pd.Period("2013-12", "M"))
@@ -108,23 +108,7 @@ def segmented_warehouse(base: Path) -> Generator[SegmentedWarehouse, None, None]
             load_star(conn, star, config.warehouse)
         finally:
             conn.close()
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "include.segmentation.local.emulator",
-            "serve",
-            "--db-path",
-            str(db),
-            "--port",
-            str(port),
-        ],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        cwd=ROOT,
-    )
-    try:
-        wait_for_port(port, server, "the embedded warehouse", timeout=60)
+    with served_warehouse(db) as port:
         # The connection only while the months run: other tests define their own.
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(port))
@@ -134,9 +118,6 @@ def segmented_warehouse(base: Path) -> Generator[SegmentedWarehouse, None, None]
                 for month, run_id in zip(MONTHS, run_ids, strict=True)
             )
         yield SegmentedWarehouse(config, port, connection_json(port), artifacts, MONTHS, run_ids, folders)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @contextmanager

@@ -20,7 +20,8 @@ from pydantic import BaseModel, ValidationError
 from include.segmentation import config as config_module
 from include.segmentation.config import SegmentationConfig
 from include.segmentation.months import parse_month, resolve_target_month
-from tests.processes import ROOT, free_port, wait_for_port
+from tests.processes import ROOT
+from tests.processes import served_warehouse as serve
 
 # -- identifiers from configuration -------------------------------------------------------------
 
@@ -354,31 +355,8 @@ def served_warehouse(tmp_path_factory):
             conn, synthetic_star(n_markets=6, start="2013-01", end="2014-01", seed=9), SegmentationConfig().warehouse
         )
         conn.close()
-    port = free_port()
-    log = open(db / "server.log", "w")  # noqa: SIM115 - closed below
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "include.segmentation.local.emulator",
-            "serve",
-            "--db-path",
-            str(db),
-            "--port",
-            str(port),
-        ],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_port(port, server, "the embedded warehouse", timeout=60)
+    with serve(db, log=db / "server.log") as port:
         yield db, port
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
 
 
 @pytest.mark.integration
