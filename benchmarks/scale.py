@@ -42,7 +42,6 @@ import json
 import math
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -105,25 +104,6 @@ class Stages:
         print(f"  {name:<24} {r['seconds']:8.1f} s  {self.results[name]['peak_mib']:8.0f} MiB", flush=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(server: subprocess.Popen, port: int, log: str) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        if server.poll() is not None:
-            raise RuntimeError(f"the emulator exited while starting; see {log}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        if time.monotonic() > deadline:
-            raise RuntimeError("the emulator did not start within 120 s")
-        time.sleep(0.2)
-
-
 @contextmanager
 def served_warehouse(db_path: Path, warehouse: Any):
     """The embedded warehouse on ``db_path``, served on a free port in its own process and named by the
@@ -131,28 +111,15 @@ def served_warehouse(db_path: Path, warehouse: Any):
     stops the server (by its pid) afterwards. Its database and schema are created, and the steps'
     connection code imported, before anything is timed."""
     from include.segmentation.adapters.warehouse import connect
-    from include.segmentation.local.emulator import connection_json
+    from include.segmentation.local.emulator import connection_json, served
 
-    port = _free_port()
-    command = ["-m", "include.segmentation.local.emulator", "serve", "--db-path", str(db_path), "--port", str(port)]
-    connection = {f"AIRFLOW_CONN_{warehouse.conn_id.upper()}": connection_json(port)}
-    with open(db_path.parent / f"emulator-{port}.log", "w") as log:
-        server = subprocess.Popen(
-            [sys.executable, *command], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=_child_env()
-        )
-        try:
-            _wait_for(server, port, log.name)
-            with mock.patch.dict(os.environ, connection):
-                with connect(warehouse) as conn:
-                    conn.cursor().execute(f"CREATE DATABASE IF NOT EXISTS {warehouse.database}")
-                    conn.cursor().execute(f"CREATE SCHEMA IF NOT EXISTS {warehouse.database}.{warehouse.schema_}")
-                yield server.pid
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+    with served(db_path, log=db_path.parent / "emulator.log", env=_child_env()) as server:
+        connection = {f"AIRFLOW_CONN_{warehouse.conn_id.upper()}": connection_json(server.port)}
+        with mock.patch.dict(os.environ, connection):
+            with connect(warehouse) as conn:
+                conn.cursor().execute(f"CREATE DATABASE IF NOT EXISTS {warehouse.database}")
+                conn.cursor().execute(f"CREATE SCHEMA IF NOT EXISTS {warehouse.database}.{warehouse.schema_}")
+            yield server.pid
 
 
 def load_warehouse(db_path: Path, n: int, seed: int, warehouse: Any) -> int:

@@ -45,25 +45,11 @@ EMULATOR = [sys.executable, "-m", "include.segmentation.local.emulator"]
 def served_warehouse(
     db: Path, log: Path | None = None, env: dict[str, str] | None = None
 ) -> Generator[int, None, None]:
-    """Serve the emulator's files in ``db`` (empty, or loaded beforehand) on a free port; yields the port
-    and stops the server after. ``log``: where its output goes (default: the test's output)."""
-    port = free_port()
-    out = open(log, "w") if log else None  # noqa: SIM115 - closed below
-    server = subprocess.Popen(
-        [*EMULATOR, "serve", "--db-path", str(db), "--port", str(port)],
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        cwd=ROOT,
-        stdout=out,
-        stderr=subprocess.STDOUT if out else None,
-    )
-    try:
-        wait_for_port(port, server, "the embedded warehouse", timeout=60)
-        yield port
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        if out:
-            out.close()
+    """Serve the emulator's files in ``db`` (empty, or loaded beforehand) on a free port; yields the port."""
+    from include.segmentation.local.emulator import served
+
+    with served(db, log=log, env=env) as server:
+        yield server.port
 
 
 @contextmanager

@@ -14,8 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Generator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+
+#: The repository root: the child process runs ``python -m`` from here.
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def connection_json(port: int, host: str = "127.0.0.1") -> str:
@@ -83,6 +92,47 @@ def serve(db_path: Path, port: int, host: str = "127.0.0.1") -> None:
     # `fakesnow -s` ignores its db-path flag; replacing the server's shared instance persists tables.
     fakesnow.server.shared_fs = FakeSnow(db_path=str(db_path))
     uvicorn.run(fakesnow.server.app, host=host, port=port, log_level="warning")
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextmanager
+def served(
+    db_path: Path, log: Path | None = None, env: Mapping[str, str] | None = None
+) -> Generator[subprocess.Popen, None, None]:
+    """``serve`` ``db_path`` in a child process on a free port of 127.0.0.1, for tests and benchmarks.
+
+    Yields the server process, its port in ``server.port``; stops it afterwards. ``log``: where its
+    output goes (default: inherited). Raises ``RuntimeError`` when the server exits or does not listen
+    within 120 s.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", __name__, "serve", "--db-path", str(db_path), "--port", str(port)]
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    out = open(log, "w") if log else None  # noqa: SIM115 - closed below
+    server = subprocess.Popen(command, env=environment, cwd=ROOT, stdout=out, stderr=out and subprocess.STDOUT)
+    server.port = port  # type: ignore[attr-defined]
+    try:
+        deadline = time.monotonic() + 120
+        while not _listening(port):
+            if server.poll() is not None or time.monotonic() > deadline:
+                where = f"; see {log}" if log else ""
+                raise RuntimeError(f"the embedded warehouse did not start on port {port}{where}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        if out:
+            out.close()
 
 
 def main(argv: list[str] | None = None) -> int:
