@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from include.segmentation import steps
+from include.segmentation.adapters import contract
 from include.segmentation.adapters.catalog import RunArtifacts
 from include.segmentation.adapters.warehouse import query_frame, render_sql
 from include.segmentation.config import SegmentationConfig
@@ -42,6 +43,7 @@ QUALITY_COUNTS = (
     "duplicate_lines",
     "unknown_products",
     "discount_range",
+    "outlier_lines",
     "unknown_loyalty",
     "bad_lifetime_value",
 )
@@ -192,7 +194,9 @@ def answers(grid: np.ndarray, static: pd.DataFrame) -> dict[str, pd.DataFrame]:
         "static_features": static,
         "markets": markets,
         "monthly_sales": monthly_sales(grid),
-        "quality_markets": pd.DataFrame({"market_key": markets["market_key"], **dict.fromkeys(QUALITY_COUNTS, 0)}),
+        "quality_markets": pd.DataFrame(
+            {"market_key": markets["market_key"], **dict.fromkeys(QUALITY_COUNTS, 0), "line_limit": np.nan}
+        ),
         "quality_table": pd.DataFrame({"null_keys": [0], "undated": [0], "latest_undated": [pd.NaT]}),
     }
 
@@ -274,6 +278,8 @@ class Warehouse:
             stack.enter_context(mock.patch.object(steps, "query_frame", self.query_frame))
             if self.offline:
                 stack.enter_context(mock.patch.object(steps, "connect", return_value=nullcontext()))
+                # no tables to check: the generated answers are the warehouse
+                stack.enter_context(mock.patch.object(contract, "check_contract", return_value={}))
             yield self
 
 

@@ -5,34 +5,38 @@ Segments every market for one calendar month from a Snowflake star schema:
 
 1. **start_run**: the run's month, its configuration (file + Params, snapshot once) and its own
    artifact folder `<artifacts_dir>/<YYYY-MM>/<run>/`: no two runs share a file;
-2. **extract_static_features**: discount, Platinum/Gold/Silver shares, customer lifetime value,
+2. **check_warehouse**: the mapped tables and columns exist with usable types (numbers, dates) and
+   dimension keys are unique, checked in `INFORMATION_SCHEMA` before any feature query;
+3. **extract_static_features**: discount, Platinum/Gold/Silver shares, customer lifetime value,
    product-line and subcategory breadth per market (SQL in the warehouse);
-3. **build_sequences**: monthly revenue, growth, customers and quantity per market over
-   `history_months` ending at the run's month (beside step 2);
-4. **check_data_quality**: loyalty values, lifetime values, NULL keys, duplicate lines, future-dated
+4. **build_sequences**: monthly revenue, growth, customers and quantity per market over
+   `history_months` ending at the run's month (beside step 3);
+5. **check_data_quality**: loyalty values, lifetime values, NULL keys, duplicate lines, future-dated
    lines, returns, constant, inactive or thin series, markets with only static or only sequence
    data; each check fails the run, excludes the markets or warns, as configured (`quality`);
-5. **prepare_inputs**: the model's windows of `seq_len` months for the markets that pass;
-6. **wait_for_previous_month**: waits (without holding a worker slot) while a run of the month
+6. **prepare_inputs**: the model's windows of `seq_len` months for the markets that pass;
+7. **wait_for_previous_month**: waits (without holding a worker slot) while a run of the month
    before is still in flight, so a backfill aligns its months in order;
-7. **read_previous**: the published month this run continues from (SegmentIDs, model);
-8. **train_autoencoder**: LSTM autoencoder on level-free windows (how sales move, not how big the
+8. **read_previous**: the published month this run continues from (SegmentIDs, model);
+9. **train_autoencoder**: LSTM autoencoder on level-free windows (how sales move, not how big the
    market is), continued from last month's model, until the loss stops improving (GPU queue in
    production, CPU otherwise); a verified stored model is reused;
-9. **embed_markets**: each market's latest window to a 32-D embedding;
-10. **cluster_markets**: standardized static features + embedding, K-Means (k by the gap statistic,
+10. **embed_markets**: each market's latest window to a 32-D embedding;
+11. **cluster_markets**: standardized static features + embedding, K-Means (k by the gap statistic,
     kept from last month unless the data say otherwise, started from last month's segments) /
     DBSCAN / HDBSCAN, with silhouettes for hybrid, LSTM-only and static-only;
-11. **align_segments**: SegmentIDs carried over from the month before; stability;
-12. **profile_segments**: a profile and one-line description per segment;
-13. **build_report**: the run's HTML report (run id, Params, PCA scatter, loss and k curves,
+12. **align_segments**: SegmentIDs carried over from the month before; stability;
+13. **profile_segments**: a profile and one-line description per segment;
+14. **build_report**: the run's HTML report (run id, Params, PCA scatter, loss and k curves,
     profiles, markets that moved), under "Market segments" in the Airflow UI;
-14. **write_segments**: in one transaction, the month's rows of `MARKET_SEGMENT`,
+15. **write_segments**: in one transaction, the month's rows of `MARKET_SEGMENT`,
     `SEGMENT_MIGRATION` and `SEGMENT_PROFILE` replaced and one row added to `SEGMENTATION_RUN`;
     updates their Assets. Skipped by a dry run.
 
-The run's month is the data interval (the previous calendar month, UTC), or the `target_month`
-Param. Re-running a month replaces that month's rows. Logic lives in `include/segmentation/`.
+The run's month: the `target_month` Param; else the logical date's month (a scheduled run or backfill
+of 2013-12-01 segments 2013-12, in any timezone); else, or when that month is not over yet, the last
+complete month. Re-running a month replaces that month's rows; re-running one that a later month was
+aligned to is refused unless `overwrite_history` is set. Logic lives in `include/segmentation/`.
 """
 
 from __future__ import annotations
@@ -73,9 +77,17 @@ def start_run() -> str:
     from include.segmentation.run_context import run_info, settings_from_context
 
     context = get_current_context()
-    config, month = _call(settings_from_context, context)
-    run = _call(steps.start_run, config, month, context["run_id"], run_info(context))
+    config, run_month = _call(settings_from_context, context)
+    info = run_info(context) | {"month_reason": run_month.reason}
+    run = _call(steps.start_run, config, run_month.month, context["run_id"], info)
     return str(run.folder)
+
+
+@task(multiple_outputs=False)
+def check_warehouse(run: str) -> dict:
+    from include.segmentation import steps
+
+    return _call(steps.check_warehouse, _open(run))
 
 
 @task(multiple_outputs=False)
@@ -202,7 +214,7 @@ def market_segmentation():
     # catalogue); the arrows are the order of the steps.
     run = start_run()
     checked = check_data_quality(run)
-    [extract_static_features(run), build_sequences(run)] >> checked
+    check_warehouse(run) >> [extract_static_features(run), build_sequences(run)] >> checked
     model = train_autoencoder(run)
     checked >> prepare_inputs(run) >> model
     wait_for_previous_month(run) >> read_previous(run) >> model

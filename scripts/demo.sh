@@ -5,12 +5,12 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 MONTH="${DEMO_MONTH:-2013-12}"
-# `airflow dags test DAG <date>` runs the data interval that ends on <date>: the 1st of the next month.
+# The logical date names the month (include/segmentation/months.py): the month's first day.
 LOGICAL_DATE="$(python - "$MONTH" <<'PY'
 import sys
 from include.segmentation.months import parse_month
 try:
-    print((parse_month(sys.argv[1]) + 1).start_time.date())
+    print(parse_month(sys.argv[1]).start_time.date())
 except ValueError as err:
     sys.exit(f"DEMO_MONTH: {err}")
 PY

@@ -19,7 +19,9 @@ def run_params(defaults: SegmentationConfig) -> dict[str, Param]:
             type=["null", "string"],
             pattern=MONTH_PATTERN,
             title="Target month",
-            description="YYYY-MM to segment; empty: the run's data interval (previous month).",
+            description="YYYY-MM to segment. Empty: the month of the run's logical date once that month is "
+            "over (2013-12-01 segments 2013-12, in any timezone); the form's default logical date is now, so "
+            "empty here means the last complete month.",
         ),
         "seq_len": Param(
             defaults.sequences.seq_len,
@@ -61,6 +63,14 @@ def run_params(defaults: SegmentationConfig) -> dict[str, Param]:
             description="Training stops earlier when the loss stops improving, or at model.max_steps.",
         ),
         "dry_run": Param(False, type="boolean", title="Dry run", description="Compute everything, write nothing."),
+        "overwrite_history": Param(
+            False,
+            type="boolean",
+            title="Overwrite history",
+            description="Re-write this month even though a later month was already written and aligned to it "
+            "(its SegmentIDs, migrations and stability then refer to the old ids: re-run the later months "
+            "afterwards, in order). Off: such a run is refused and names the months to re-run.",
+        ),
         "force_retrain": Param(
             False,
             type="boolean",

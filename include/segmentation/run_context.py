@@ -7,11 +7,14 @@ call it); the steps receive the run's catalogue instead. Imports nothing heavy.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from include.segmentation.config import SegmentationConfig
+
+if TYPE_CHECKING:
+    from include.segmentation.months import RunMonth
 
 #: Airflow Params that override configuration fields for one run (see ``SegmentationConfig.with_overrides``).
 CONFIG_PARAMS = ("seq_len", "epochs", "algorithm", "n_clusters", "static_weight")
@@ -20,26 +23,31 @@ CONFIG_PARAMS = ("seq_len", "epochs", "algorithm", "n_clusters", "static_weight"
 IN_FLIGHT = ("queued", "running")
 
 
-def settings_from_context(context: dict) -> tuple[SegmentationConfig, pd.Period]:
-    """The run's configuration (file + Params) and target month, from an Airflow task context.
+def settings_from_context(context: dict) -> tuple[SegmentationConfig, RunMonth]:
+    """The run's configuration (file + Params) and its month with the reason, from an Airflow task context.
 
-    Called once per run, by ``start_run``, which snapshots the result. Raises ``ValueError`` /
-    ``pydantic.ValidationError`` naming the bad Param.
+    The month follows ``months.resolve_month`` (``target_month``, else the logical date, else the last
+    complete month before ``run_after``); the data interval is never read. Called once per run, by
+    ``start_run``, which snapshots the result. Raises ``ValueError`` / ``pydantic.ValidationError``
+    naming the bad Param.
     """
     from include.segmentation.config import load_config
-    from include.segmentation.months import resolve_target_month
+    from include.segmentation.months import resolve_month
 
     params = context["params"]
     config = load_config().with_overrides(**{k: params.get(k) for k in CONFIG_PARAMS})
     dag_run = context.get("dag_run")
-    month = resolve_target_month(
-        params.get("target_month"),
-        context.get("data_interval_start"),
-        context.get("data_interval_end"),
-        context.get("logical_date"),
-        getattr(dag_run, "run_after", None),
+    run_month = resolve_month(
+        params.get("target_month"), context.get("logical_date"), getattr(dag_run, "run_after", None)
     )
-    return config, month
+    return config, run_month
+
+
+def flag(value: Any) -> bool:
+    """A boolean Param as the user meant it: ``airflow dags trigger --conf`` may store ``"True"``/``"false"``."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    return bool(value)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -55,9 +63,11 @@ def run_info(context: dict) -> dict[str, Any]:
     dag_run = context.get("dag_run")
     return {
         "params": params,
-        "dry_run": bool(params.get("dry_run", False)),
-        "fresh": bool(params.get("force_retrain", False)),
+        "dry_run": flag(params.get("dry_run", False)),
+        "fresh": flag(params.get("force_retrain", False)),
+        "overwrite_history": flag(params.get("overwrite_history", False)),
         "started_at": _iso(getattr(dag_run, "start_date", None) or getattr(dag_run, "run_after", None)),
+        "run_after": _iso(getattr(dag_run, "run_after", None)),
         "logical_date": _iso(context.get("logical_date")),
         "run_type": str(getattr(dag_run, "run_type", "") or "") or None,
         "dag_id": getattr(dag_run, "dag_id", None),

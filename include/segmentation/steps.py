@@ -2,7 +2,7 @@
 
 The flow (one DAG task per step, in this order)::
 
-    start_run -> extract_static_features, build_sequences -> check_data_quality -> prepare_inputs
+    start_run -> check_warehouse -> extract_static_features, build_sequences -> check_data_quality -> prepare_inputs
               -> read_previous -> train_autoencoder -> embed_markets -> cluster_markets
               -> align_segments -> profile_segments -> build_report, write_segments
 
@@ -65,8 +65,24 @@ def start_run(
     """
     run = RunArtifacts(config, month, run_id, dict(info or {}))
     run.start()
-    log.info("run %s segments %s; its files are in %s", run_id, month, run.folder)
+    reason = run.info.get("month_reason", "given")
+    log.info("run %s segments %s (%s); its files are in %s", run_id, month, reason, run.folder)
     return run
+
+
+def check_warehouse(run: RunArtifacts) -> dict:
+    """Check the warehouse against the configuration before any feature query (``adapters.contract``).
+
+    Writes ``run.contract`` (each mapped table's columns and types). Raises
+    ``contract.WarehouseContractError`` (a ``ValueError``: not retried) naming the config field,
+    table and column of every missing or unusable column and every duplicated dimension key.
+    """
+    from include.segmentation.adapters.contract import check_contract
+
+    with connect(run.config.warehouse) as conn:
+        types = check_contract(conn, run.config.warehouse)
+    write_json(run.contract, types)
+    return {"tables": len(types)}
 
 
 def extract_static_features(run: RunArtifacts) -> dict:
@@ -153,15 +169,22 @@ def check_data_quality(run: RunArtifacts) -> dict:
 
     Runs every check under its configured policy and writes ``run.quality`` (per check: policy,
     count, markets, examples) and ``run.excluded`` (market, check, reason). Raises ``ValueError``
-    naming the check, the count and example markets when a ``fail`` check finds anything, or when
-    too few markets remain to cluster.
+    naming the check, the count and example markets when a ``fail`` check finds anything, when the
+    checks exclude more than ``quality.max_excluded_share`` of the markets (naming the top checks), or
+    when too few markets remain to cluster.
     """
-    from include.segmentation.core.quality import apply_policies, market_findings, warehouse_findings
+    from include.segmentation.core.quality import (
+        apply_policies,
+        excluded_share_problem,
+        market_findings,
+        warehouse_findings,
+    )
 
     config, month = run.config, run.month
     w, s, q = config.warehouse, config.sequences, config.quality
     history, window = _bounds(month, s.history_months), _bounds(month, s.seq_len)
     params = {"history_start": history["start"], "window_start": window["start"], "window_end": window["end"]}
+    params["outlier_z"] = q.outlier_z
     params |= {f"loyalty_{i}": value for i, value in enumerate(q.loyalty_values)}
     with connect(w) as conn:
         per_market = query_frame(conn, render_sql("quality_markets.sql", w, n_loyalty=len(q.loyalty_values)), params)
@@ -180,6 +203,9 @@ def check_data_quality(run: RunArtifacts) -> dict:
         min_customers=q.thin_min_customers,
     )
     report = apply_policies(findings + warehouse_findings(per_market, table), q)
+    too_many = excluded_share_problem(report, len(markets), q.max_excluded_share)
+    if too_many:
+        report.failures.append(too_many)
     write_json(run.quality, {"checks": report.results, "failures": report.failures, "warnings": report.warnings})
     write_parquet(report.excluded, run.excluded)
     for text in report.warnings:
@@ -253,8 +279,7 @@ def read_previous(run: RunArtifacts) -> dict:
     ids = pd.DataFrame({"market_key": pd.Series(dtype=str), "segment_id": pd.Series(dtype="float64")})
     previous: dict[str, Any] = {"month": None, "run_id": None, "max_id": 0}
     with connect(w) as conn:
-        exists = query_frame(conn, render_sql("table_exists.sql", w), {"table_name": w.market_segment_table})
-        if int(exists["n"].iloc[0]):
+        if _table_exists(conn, w, w.market_segment_table):
             prev = query_frame(
                 conn, render_sql("previous_segments.sql", w), {"segment_month": run.month.start_time.date()}
             )
@@ -270,6 +295,10 @@ def read_previous(run: RunArtifacts) -> dict:
     write_parquet(ids, run.previous_segments)
     write_json(run.previous, previous)
     return {"previous_month": previous["month"], "previous_run_id": previous["run_id"]}
+
+
+def _table_exists(conn, warehouse, table: str) -> bool:
+    return bool(int(query_frame(conn, render_sql("table_exists.sql", warehouse), {"table_name": table})["n"].iloc[0]))
 
 
 def _previous_ids(run: RunArtifacts) -> tuple[pd.Series, dict]:
@@ -553,28 +582,43 @@ def build_report(run: RunArtifacts) -> dict:
 
 def write_segments(run: RunArtifacts) -> dict:
     """Write the month's SegmentIDs, segment profiles and run record (``adapters.writeback``); nothing
-    for a dry run. Returns the rows written, the model version and whether it was a dry run."""
-    from include.segmentation.adapters.writeback import run_record
+    for a dry run. Returns the rows written, the model version, whether it was a dry run and ``rerun``:
+    later months aligned to this month's old SegmentIDs (only with ``overwrite_history``; without it
+    such a write raises ``writeback.HistoryConflict`` and writes nothing)."""
+    from include.segmentation.adapters.writeback import months_to_rerun, run_record, segment_frame
     from include.segmentation.adapters.writeback import write_segments as write
 
     metrics, segments = read_json(run.metrics), read_parquet(run.segments)
     record = run_record(
         run.run_id, run.config, run.month, metrics, segments, read_parquet(run.excluded), read_json(run.quality)
     )
+    result = {"rows_written": 0, "model_version": record.model_version, "dry_run": run.dry_run, "rerun": []}
     if run.dry_run:
         log.info("dry run: %d segment rows for %s computed, nothing written", len(segments), run.month)
-        return {"rows_written": 0, "model_version": record.model_version, "dry_run": True}
+        return result
     previous_month = pd.Period(metrics["previous_month"], "M") if metrics["previous_month"] else None
     columns = ["market_key", "segment_id", "previous_segment_id"]
-    with connect(run.config.warehouse) as conn:
-        written = write(
-            conn, run.config.warehouse, segments[columns], run.month, record, previous_month, read_parquet(run.profiles)
+    w = run.config.warehouse
+    with connect(w) as conn:
+        if run.overwrite_history and _table_exists(conn, w, w.market_segment_table):
+            stale = months_to_rerun(conn, w, segment_frame(segments, run.month, record), run.month)
+            result["rerun"] = [str(m) for m in stale]
+        result["rows_written"] = write(
+            conn,
+            w,
+            segments[columns],
+            run.month,
+            record,
+            previous_month,
+            read_parquet(run.profiles),
+            overwrite_history=run.overwrite_history,
         )
-    return {"rows_written": written, "model_version": record.model_version, "dry_run": False}
+    return result
 
 
 #: The steps after ``start_run``, in the order ``run_month`` (and the DAG) runs them.
 STEPS = (
+    check_warehouse,
     extract_static_features,
     build_sequences,
     check_data_quality,

@@ -46,7 +46,7 @@ def config(request, tmp_path, emulated_warehouse):
 
 
 def test_steps_end_to_end(config):
-    run = pipeline.start_run(config, MONTH, "run-1", {"dry_run": True})
+    run = pipeline.start_run(config, MONTH, "run-1", {"dry_run": True, "rerun": []})
     static = pipeline.extract_static_features(run)
     assert static["n_markets"] == 13  # 12 synthetic + DE-NEW (DE-OLD sold nothing in the window)
     seqs = pipeline.build_sequences(run)
@@ -98,12 +98,12 @@ def test_steps_end_to_end(config):
     assert str(run.static).startswith("file:///" if not config.artifacts_dir.startswith("memory") else "memory://")
 
     dry = pipeline.write_segments(run)
-    assert dry == {"rows_written": 0, "model_version": "lstm_hybrid_v2.0_20131231", "dry_run": True}
+    assert dry == {"rows_written": 0, "model_version": "lstm_hybrid_v2.0_20131231", "dry_run": True, "rerun": []}
     assert _segment_table_rows(config) is None  # a dry run does not even create the table
     real = pipeline.start_run(config, MONTH, "run-1-real")
     for step in pipeline.STEPS:
         result = step(real)
-    assert result == {"rows_written": 12, "model_version": "lstm_hybrid_v2.0_20131231", "dry_run": False}
+    assert result == {"rows_written": 12, "model_version": "lstm_hybrid_v2.0_20131231", "dry_run": False, "rerun": []}
     assert _segment_table_rows(config) == 12
     assert _segment_table_rows(config, config.warehouse.profile_table) == len(profiles)
     assert aligned == {"stability": None, "previous_month": None}  # the first month written

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from include.segmentation.adapters.writeback import RunRecord, model_version, write_segments
+from include.segmentation.adapters.writeback import HistoryConflict, RunRecord, model_version, write_segments
 from include.segmentation.config import SegmentationConfig
 
 W = SegmentationConfig().warehouse
@@ -144,6 +144,30 @@ def test_migrations_record_who_moved(fake_conn):
     write_segments(fake_conn, W, dec.iloc[:2], DEC, run("dec2"), previous_month=NOV)
     cur.execute("SELECT COUNT(*) FROM SEGMENT_MIGRATION WHERE SEGMENT_MONTH = '2013-12-01'")
     assert cur.fetchone()[0] == 2
+
+
+def test_rewriting_a_month_a_later_month_follows_is_refused_unless_overwrite_history(fake_conn):
+    oct_ = pd.Period("2013-10", "M")
+    write_segments(fake_conn, W, segs({"A": 1, "B": 2, "C": 2}), oct_, run("oct"))
+    write_segments(fake_conn, W, segs({"A": 1, "B": 2, "C": 2}), NOV, run("nov"), previous_month=oct_)
+    write_segments(fake_conn, W, segs({"A": 1, "B": 1, "C": 2}), DEC, run("dec"), previous_month=NOV)
+    before = rows(fake_conn)
+    # the same SegmentIDs again (a plain re-run of October): nothing later goes stale, it writes
+    assert write_segments(fake_conn, W, segs({"A": 1, "B": 2, "C": 2}), oct_, run("oct-2")) == 3
+    # other SegmentIDs for October: November and December were aligned to the old ones
+    with pytest.raises(HistoryConflict, match=r"2013-10 is already written .* 2013-11, 2013-12 were written") as err:
+        write_segments(fake_conn, W, segs({"A": 2, "B": 1, "C": 1}), oct_, run("oct-3"))
+    assert err.value.later == [NOV, DEC]
+    assert "overwrite_history" in str(err.value)
+    after = rows(fake_conn)
+    assert [r for r in after if r[3] != "oct-2"] == [r for r in before if r[3] != "oct"]  # nothing else changed
+    cur = fake_conn.cursor()
+    cur.execute("SELECT COUNT(*) FROM SEGMENTATION_RUN WHERE RUN_ID = 'oct-3'")
+    assert cur.fetchone()[0] == 0
+    # the newest month may always be re-written; with overwrite_history an older one too
+    write_segments(fake_conn, W, segs({"A": 2, "B": 2, "C": 1}), DEC, run("dec-2"), previous_month=NOV)
+    write_segments(fake_conn, W, segs({"A": 2, "B": 1, "C": 1}), oct_, run("oct-3"), overwrite_history=True)
+    assert [(r[0], r[2]) for r in rows(fake_conn, oct_)] == [("A", 2), ("B", 1), ("C", 1)]
 
 
 def profiles_for(ids, description="Europe markets with declining sales (-2.0%/month)"):

@@ -43,7 +43,8 @@ def _month_rows() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def two_runs(warehouse_port, tmp_path_factory):
-    """Run the DAG twice for 2013-12 (logical date 2014-01-01); return row counts and paths."""
+    """Run the DAG twice for 2013-12 (`dags test ... 2013-12-01`, default timezone Asia/Tokyo); return
+    row counts and paths. In Tokyo that logical date is 2013-11-30 15:00 UTC: it must still segment 2013-12."""
     home = tmp_path_factory.mktemp("airflow-home")
     artifacts = tmp_path_factory.mktemp("artifacts")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
@@ -51,6 +52,7 @@ def two_runs(warehouse_port, tmp_path_factory):
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DEFAULT_TIMEZONE": "Asia/Tokyo",
         "AIRFLOW_CONN_SNOWFLAKE_DEFAULT": connection_json(warehouse_port),
         "SEGMENTATION_ARTIFACTS": str(artifacts),
         "PYTHONPATH": str(ROOT),
@@ -60,7 +62,7 @@ def two_runs(warehouse_port, tmp_path_factory):
     counts, logs = [], []
     for _ in range(2):
         run = subprocess.run(
-            [airflow, "dags", "test", "market_segmentation", "2014-01-01"],
+            [airflow, "dags", "test", "market_segmentation", "2013-12-01"],
             env=env,
             cwd=ROOT,
             capture_output=True,
@@ -103,7 +105,7 @@ def _asset_events(home: Path) -> int:
 
 def _dags_test(two_runs: dict, conf: dict) -> str:
     run = subprocess.run(
-        [two_runs["airflow"], "dags", "test", "market_segmentation", "2014-01-01", "-c", json.dumps(conf)],
+        [two_runs["airflow"], "dags", "test", "market_segmentation", "2013-12-01", "-c", json.dumps(conf)],
         env=two_runs["env"],
         cwd=ROOT,
         capture_output=True,
@@ -111,6 +113,12 @@ def _dags_test(two_runs: dict, conf: dict) -> str:
         timeout=600,
     )
     return run.stdout + run.stderr
+
+
+def test_dags_test_on_the_first_segments_that_month_in_any_timezone(two_runs):
+    info = json.loads((_published(two_runs) / "run.json").read_text())
+    assert info["month"] == MONTH[:7]
+    assert info["month_reason"] == "logical date 2013-11-30T15:00:00Z"
 
 
 def test_every_eligible_market_has_exactly_one_segment(two_runs):
@@ -180,7 +188,7 @@ def test_a_month_without_data_fails_at_once_and_changes_nothing(two_runs):
     before = _month_rows().sort_values("MARKET_KEY", ignore_index=True)
     started = time.monotonic()
     run = subprocess.run(
-        [two_runs["airflow"], "dags", "test", "market_segmentation", "2014-01-01", "-c", '{"target_month": "2020-01"}'],
+        [two_runs["airflow"], "dags", "test", "market_segmentation", "2013-12-01", "-c", '{"target_month": "2020-01"}'],
         env=two_runs["env"],
         cwd=ROOT,
         capture_output=True,

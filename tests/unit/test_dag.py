@@ -14,6 +14,7 @@ from tests.processes import ROOT
 #: Each step's task and what runs after it: the flow of steps.py (start_run also feeds every task its folder).
 FLOW = {
     "start_run": [],
+    "check_warehouse": ["build_sequences", "extract_static_features"],
     "extract_static_features": ["check_data_quality"],
     "build_sequences": ["check_data_quality"],
     "check_data_quality": ["prepare_inputs"],
@@ -86,12 +87,12 @@ def test_schedule_is_a_monthly_data_interval_in_utc(dag):
     assert dag.catchup is False
 
 
-def test_scheduled_and_manual_runs_cover_the_previous_calendar_month(dag):
+def test_scheduled_and_manual_runs_segment_the_month_their_logical_date_names(dag):
     import pendulum
     from airflow.serialization.encoders import coerce_to_core_timetable
     from airflow.timetables.base import DataInterval, TimeRestriction
 
-    from include.segmentation.months import resolve_target_month
+    from include.segmentation.months import resolve_month
 
     core = coerce_to_core_timetable(dag.timetable)
     utc = pendulum.UTC
@@ -107,13 +108,10 @@ def test_scheduled_and_manual_runs_cover_the_previous_calendar_month(dag):
         pendulum.datetime(2014, 1, 1, tz=utc),
     )
     assert info.run_after == pendulum.datetime(2014, 1, 1, tz=utc)
-    month = resolve_target_month(
-        None, info.data_interval.start, info.data_interval.end, info.logical_date, info.run_after
-    )
-    assert str(month) == "2013-12"
-    # a manual trigger on 2014-01-15 gets the last complete month as its data interval
-    manual = core.infer_manual_data_interval(run_after=pendulum.datetime(2014, 1, 15, 9, tz=utc))
-    assert str(resolve_target_month(None, manual.start, manual.end, None, None)) == "2013-12"
+    assert str(resolve_month(None, info.logical_date, info.run_after).month) == "2013-12"
+    # a manual trigger on 2014-01-15 with the form's default logical date (now): the last complete month
+    now = pendulum.datetime(2014, 1, 15, 9, tz=utc)
+    assert str(resolve_month(None, now, now).month) == "2013-12"
 
 
 def test_segment_tables_are_assets_and_the_consumer_waits_for_them(bag, dag):

@@ -87,6 +87,7 @@ class RunArtifacts:
     # The run's files, in the order the steps write them.
     config_file = _File("config.json", "start_run: the configuration (file + Params), taken once")
     run_file = _File("run.json", "start_run: run id, month, Params, dry run, start time")
+    contract = _File("contract.json", "check_warehouse: the mapped tables' columns and types")
     static = _File("static.parquet", "extract_static_features")
     trends = _File("trends.parquet", "build_sequences")
     sequences = _File("sequences.npz", "build_sequences")
@@ -113,6 +114,11 @@ class RunArtifacts:
     def fresh(self) -> bool:
         """No warm start of the model, k or centres (the ``force_retrain`` Param)."""
         return bool(self.info.get("fresh", False))
+
+    @property
+    def overwrite_history(self) -> bool:
+        """Write this month even when a later month was written from it (the ``overwrite_history`` Param)."""
+        return bool(self.info.get("overwrite_history", False))
 
     def model_file(self, fingerprint: str) -> ObjectStoragePath:
         """The shared trained model with this fingerprint (``<artifacts_dir>/models/<fingerprint>.pt``)."""

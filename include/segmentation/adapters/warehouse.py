@@ -45,21 +45,32 @@ def new_token() -> str:
     return uuid.uuid4().hex[:12].upper()
 
 
-def render_sql(name: str, warehouse: WarehouseConfig, token: str | None = None, **shape: int) -> str:
+def render_sql(
+    name: str,
+    warehouse: WarehouseConfig,
+    token: str | None = None,
+    names: Mapping[str, str] | None = None,
+    **shape: int,
+) -> str:
     """Render ``sql/<name>`` with the validated table and column names of ``warehouse``.
 
     Only identifiers are rendered (they passed the identifier check in ``config.py``), plus integer
-    ``shape`` figures such as how many placeholders a list of values needs, and ``token`` (``new_token``:
-    the suffix of one write's staging tables); values stay as ``%(name)s`` placeholders bound by the
-    connector. Raises ``jinja2.TemplateNotFound``, ``TypeError`` for a non-integer ``shape`` value and
-    ``ValueError`` for a token that is not 1-32 upper-case letters and digits.
+    ``shape`` figures such as how many placeholders a list of values needs, ``token`` (``new_token``:
+    the suffix of one write's staging tables) and ``names`` (more identifiers, e.g. one table and
+    column of the mapped schema, checked here with ``config.check_identifier``); values stay as
+    ``%(name)s`` placeholders bound by the connector. Raises ``jinja2.TemplateNotFound``, ``TypeError``
+    for a non-integer ``shape`` value and ``ValueError`` for a token that is not 1-32 upper-case
+    letters and digits, or a name that is not a plain identifier.
     """
+    from include.segmentation.config import check_identifier
+
     bad = [k for k, v in shape.items() if type(v) is not int]
     if bad:
         raise TypeError(f"render_sql shape values must be int, got {bad}: values are bound, never rendered")
     if token is not None and not _TOKEN.fullmatch(token):
         raise ValueError(f"render_sql token must be 1-32 upper-case letters and digits, got {token!r}")
-    return _jinja().get_template(name).render(w=warehouse, token=token, **shape)
+    checked = {key: check_identifier(value) for key, value in (names or {}).items()}
+    return _jinja().get_template(name).render(w=warehouse, token=token, n=checked, **shape)
 
 
 def split_statements(sql: str) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
@@ -18,13 +19,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from include.segmentation.adapters.warehouse import insert_frame, new_token, render_sql, split_statements
+from include.segmentation.adapters.warehouse import (
+    insert_frame,
+    new_token,
+    query_frame,
+    render_sql,
+    split_statements,
+)
 from include.segmentation.core.features import STATIC_FEATURES, TREND_FEATURES
 
 if TYPE_CHECKING:
     from snowflake.connector import SnowflakeConnection
 
     from include.segmentation.config import SegmentationConfig, WarehouseConfig
+
+log = logging.getLogger(__name__)
 
 STAGE_COLUMNS = ("MARKET_KEY", "SEGMENT_MONTH", "SEGMENT_ID", "MODEL_VERSION", "ALGORITHM", "RUN_ID")
 MIGRATION_COLUMNS = ("MARKET_KEY", "SEGMENT_MONTH", "PREVIOUS_MONTH", "PREVIOUS_SEGMENT_ID", "SEGMENT_ID", "MOVED")
@@ -261,6 +270,48 @@ def _missing(value: object) -> bool:
     return value is None or (isinstance(value, float | np.floating) and np.isnan(value)) or value is pd.NA
 
 
+class HistoryConflict(ValueError):
+    """Re-writing a month would change the SegmentIDs that later months were aligned to.
+
+    ``later``: those months, oldest first: the ones to re-run, in order, after overwriting.
+    """
+
+    def __init__(self, month: pd.Period, later: list[pd.Period]) -> None:
+        self.month, self.later = month, later
+        names = ", ".join(str(m) for m in later)
+        super().__init__(
+            f"{month} is already written with other SegmentIDs, and {names} "
+            f"{'was' if len(later) == 1 else 'were'} written after it: their SegmentIDs, SEGMENT_MIGRATION "
+            f"and stability follow {month}'s stored ids, which this write would replace. Nothing was written. "
+            f"To write it anyway, trigger the run again with the overwrite_history Param set, then re-run "
+            f"{names} in order (e.g. a backfill over them)."
+        )
+
+
+def _as_ids(keys: pd.Series, ids: pd.Series) -> dict[str, int | None]:
+    return {str(k): None if pd.isna(v) else int(v) for k, v in zip(keys, ids, strict=True)}
+
+
+def months_to_rerun(
+    conn: SnowflakeConnection, warehouse: WarehouseConfig, stage: pd.DataFrame, month: pd.Period
+) -> list[pd.Period]:
+    """Later months that writing ``stage`` (``segment_frame``'s rows) for ``month`` would leave stale.
+
+    Each month's SegmentIDs are aligned to the month written before it, so a later month is stale
+    when ``month`` is stored with other SegmentIDs (or none) than ``stage``'s. Returns them oldest first
+    (empty when nothing later is written, or ``month``'s stored SegmentIDs are the ones in ``stage``).
+    Expects the result tables to exist.
+    """
+    day = {"segment_month": month.start_time.date()}
+    later = query_frame(conn, render_sql("later_months.sql", warehouse), day)
+    if later.empty:
+        return []
+    stored = query_frame(conn, render_sql("stored_segment_ids.sql", warehouse), day)
+    if _as_ids(stored["market_key"], stored["segment_id"]) == _as_ids(stage["MARKET_KEY"], stage["SEGMENT_ID"]):
+        return []
+    return [pd.Timestamp(m).to_period("M") for m in later["segment_month"]]
+
+
 def write_segments(
     conn: SnowflakeConnection,
     warehouse: WarehouseConfig,
@@ -269,6 +320,7 @@ def write_segments(
     run: RunRecord,
     previous_month: pd.Period | None = None,
     profiles: pd.DataFrame | None = None,
+    overwrite_history: bool = False,
 ) -> int:
     """Replace ``month``'s rows of the segment, migration and profile tables and record ``run``, atomically.
 
@@ -276,8 +328,9 @@ def write_segments(
     market's SegmentID in ``previous_month``); ``profiles`` is ``profiles.segment_profiles``' frame
     (``None``: the month gets no profile rows, as old ones would describe other segments). Creates
     the result tables on first use. Returns the number of segment rows written. Raises
-    ``ValueError`` for bad rows before touching the warehouse, and what the warehouse raises after
-    rolling back.
+    ``ValueError`` for bad rows before touching the warehouse, ``HistoryConflict`` (nothing written)
+    when later months were aligned to ``month``'s stored SegmentIDs and this write would change them,
+    unless ``overwrite_history``; and what the warehouse raises after rolling back.
     """
     stage = segment_frame(segments, month, run)
     profile_stage = profile_frame(profiles, stage, month, run) if profiles is not None else None
@@ -289,6 +342,11 @@ def write_segments(
     token = new_token()
     for stmt in split_statements(render_sql("create_result_tables.sql", warehouse)):
         cur.execute(stmt)
+    stale = months_to_rerun(conn, warehouse, stage, month)
+    if stale and not overwrite_history:
+        raise HistoryConflict(month, stale)
+    if stale:
+        log.warning("overwrite_history: %s rewritten; re-run %s in order", month, ", ".join(map(str, stale)))
     for stmt in split_statements(render_sql("create_stage_tables.sql", warehouse, token=token)):
         cur.execute(stmt)
     insert_frame(conn, f"{warehouse.market_segment_table}_STAGE_{token}", stage)

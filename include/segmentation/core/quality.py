@@ -25,6 +25,7 @@ CHECKS: dict[str, str] = {
     "duplicate_lines": "fact lines sharing their line key with another line",
     "unknown_products": "fact lines whose product is not in the product dimension",
     "discount_range": "fact lines with a discount outside 0-1 (fraction) or below 0 (amount)",
+    "outlier_lines": "fact lines with an outlying amount (robust z-score of the log amount above outlier_z)",
     "unknown_loyalty": "customers with a NULL loyalty status or one outside loyalty_values",
     "bad_lifetime_value": "customers with a NULL or negative lifetime value",
     "negative_months": "markets with negative net revenue (returns) in a month of the window",
@@ -200,13 +201,16 @@ def warehouse_findings(per_market: pd.DataFrame, table: pd.Series) -> list[Findi
     """Checks the warehouse counted (``sql/quality_markets.sql`` and ``sql/quality_table.sql``).
 
     ``per_market`` has ``market_key`` and the counts ``null_keys``, ``duplicate_lines``,
-    ``unknown_products``, ``discount_range``, ``unknown_loyalty`` and ``bad_lifetime_value``;
-    ``table`` has ``null_keys`` (lines with a NULL
-    market key or date), ``undated`` and ``latest_undated``.
+    ``unknown_products``, ``discount_range``, ``outlier_lines``, ``unknown_loyalty`` and
+    ``bad_lifetime_value``, and ``line_limit`` (the line amount, in currency, above which a line is an
+    outlier); ``table`` has ``null_keys`` (lines with a NULL market key or date), ``undated`` and
+    ``latest_undated``.
     """
     keys = per_market["market_key"].astype(str).to_numpy()
     counts = {
-        c: pd.to_numeric(per_market[c]).fillna(0).to_numpy(dtype=np.int64) for c in per_market if c != "market_key"
+        c: pd.to_numeric(per_market[c]).fillna(0).to_numpy(dtype=np.int64)
+        for c in per_market
+        if c not in ("market_key", "line_limit")
     }
     table_nulls, undated = _count(table.get("null_keys")), _count(table.get("undated"))  # SUM() of no rows is NULL
     latest = table.get("latest_undated")
@@ -225,6 +229,7 @@ def warehouse_findings(per_market: pd.DataFrame, table: pd.Series) -> list[Findi
             _finding(check, "fact lines", keys, counts[check] > 0, counts[check].sum())
             for check in ("duplicate_lines", "unknown_products", "discount_range")
         ),
+        _outliers(keys, counts["outlier_lines"], per_market["line_limit"]),
         _finding("unknown_loyalty", "customers", keys, counts["unknown_loyalty"] > 0, counts["unknown_loyalty"].sum()),
         _finding(
             "bad_lifetime_value",
@@ -234,6 +239,30 @@ def warehouse_findings(per_market: pd.DataFrame, table: pd.Series) -> list[Findi
             counts["bad_lifetime_value"].sum(),
         ),
     ]
+
+
+def _outliers(keys: np.ndarray, counts: np.ndarray, limits: pd.Series) -> Finding:
+    """``outlier_lines``, with the amount above which a line counts as one."""
+    finding = _finding("outlier_lines", "fact lines", keys, counts > 0, counts.sum())
+    limit = pd.to_numeric(limits, errors="coerce").max()
+    if finding.count and pd.notna(limit):
+        finding = Finding(finding.check, finding.count, finding.unit, finding.markets, f"amounts above {limit:,.0f}")
+    return finding
+
+
+def excluded_share_problem(report: QualityReport, n_markets: int, max_share: float) -> str | None:
+    """A failure message when the checks excluded more than ``max_share`` (0-1) of ``n_markets``, with the
+    checks that excluded most; else None."""
+    excluded = report.excluded_markets
+    if not n_markets or len(excluded) / n_markets <= max_share:
+        return None
+    top = report.excluded.drop_duplicates(["market_key", "check"])["check"].value_counts()
+    reasons = ", ".join(f"{check} {n}" for check, n in top.head(3).items())
+    return (
+        f"the data-quality checks excluded {len(excluded)} of {n_markets} markets ({len(excluded) / n_markets:.0%}), "
+        f"more than quality.max_excluded_share ({max_share:.0%}); most excluded by: {reasons}. Fix the data, or "
+        "change those checks' policies or quality.max_excluded_share"
+    )
 
 
 def apply_policies(findings: list[Finding], policies: QualityConfig) -> QualityReport:
