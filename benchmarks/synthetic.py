@@ -37,13 +37,14 @@ HISTORY = 36
 #: The steps' queries of the source tables: run on the warehouse up to ``--sql-max`` markets, generated above.
 SOURCE_QUERIES = ("static_features", "markets", "monthly_sales", "quality_markets", "quality_table")
 
-#: Per-market counts of ``sql/quality_markets.sql`` (all 0 in generated answers: clean data).
+#: Per-market columns of ``sql/quality_markets.sql``, in its order (all 0 in generated answers: clean data).
 QUALITY_COUNTS = (
     "null_keys",
     "duplicate_lines",
     "unknown_products",
     "discount_range",
     "outlier_lines",
+    "line_limit",  # not a count: the amount above which a line is an outlier (0: none in clean data)
     "unknown_loyalty",
     "bad_lifetime_value",
 )
@@ -194,9 +195,7 @@ def answers(grid: np.ndarray, static: pd.DataFrame) -> dict[str, pd.DataFrame]:
         "static_features": static,
         "markets": markets,
         "monthly_sales": monthly_sales(grid),
-        "quality_markets": pd.DataFrame(
-            {"market_key": markets["market_key"], **dict.fromkeys(QUALITY_COUNTS, 0), "line_limit": np.nan}
-        ),
+        "quality_markets": pd.DataFrame({"market_key": markets["market_key"], **dict.fromkeys(QUALITY_COUNTS, 0)}),
         "quality_table": pd.DataFrame({"null_keys": [0], "undated": [0], "latest_undated": [pd.NaT]}),
     }
 

@@ -80,6 +80,24 @@ def airflow_api(port: int, method: str, path: str, body: dict | None = None) -> 
         return json.loads(response.read())
 
 
+def airflow_env(home: Path, env: dict[str, str], api_port: int | None = None) -> dict[str, str]:
+    """The environment of a test Airflow in ``home`` (plus ``env``): what its components and a CLI call share."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")} | {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # local test server, loopback only
+        "PYTHONPATH": str(ROOT),
+    }
+    if api_port is not None:
+        base |= {
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(api_port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        }
+    return base | env
+
+
 @contextmanager
 def running_airflow(
     home: Path, env: dict[str, str], extra: dict[str, tuple[list[str], dict[str, str]]] | None = None
@@ -88,20 +106,7 @@ def running_airflow(
     components (name -> (airflow arguments, extra environment)), each in a session of its own so that
     stopping it also stops the task processes it forked. Yields once the DAG is parsed; stops all."""
     api_port = free_port()
-    env = (
-        {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
-        | {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # local test server, loopback only
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(api_port),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
-            "PYTHONPATH": str(ROOT),
-        }
-        | env
-    )
+    env = airflow_env(home, env, api_port)
     airflow = str(Path(sys.executable).parent / "airflow")
     subprocess.run([airflow, "db", "migrate"], check=True, env=env, cwd=ROOT, capture_output=True, timeout=600)
     components = {

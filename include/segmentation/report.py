@@ -423,7 +423,7 @@ def render_report(run: RunArtifacts) -> str:
     prev = pd.to_numeric(inputs.segments["previous_segment_id"], errors="coerce")
     stability = _finite(metrics.get("stability"))
     facts = [
-        ("month", str(run.month)),
+        ("month", f"{run.month} ({run.info['month_reason']})" if run.info.get("month_reason") else str(run.month)),
         *run_facts(run),
         ("model version", model_version(run.config.model_version_prefix, run.month)),
         ("algorithm", str(metrics.get("algorithm", "n/a"))),

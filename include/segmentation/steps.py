@@ -468,7 +468,8 @@ def cluster_markets(run: RunArtifacts) -> dict:
     says otherwise and start the final K-Means; ``run.fresh`` chooses k and centres afresh. Market
     size (``avg_monthly_revenue`` in ``run.trends``) enters with ``clustering.size_weight``.
     Writes ``run.clusters`` (``market_key``, ``label``; -1 = noise) and ``run.clustering`` (k, why,
-    silhouettes, noise share, k curve). Raises ``ValueError`` when every market is noise.
+    silhouettes, noise share, k curve). Raises ``ValueError`` when fewer than two segments are found
+    (DBSCAN/HDBSCAN: one dense blob, or every market noise), with a hint per algorithm.
     """
     from include.segmentation.core.clustering import cluster_markets as fit
     from include.segmentation.core.clustering import market_size
@@ -487,11 +488,8 @@ def cluster_markets(run: RunArtifacts) -> dict:
         size=market_size(size),
         previous=None if run.fresh else last_ids,
     )
-    if result.n_clusters == 0:
-        raise ValueError(
-            f"{result.algorithm} labelled all {len(result.labels)} markets as noise for {month}: no segment to write; "
-            "set clustering.dbscan_eps / min_samples, or use kmeans"
-        )
+    if result.n_clusters < 2:
+        raise ValueError(_one_segment(result, month))
     log.info("%s: k=%d, %s", month, result.n_clusters, result.k_reason)
     write_parquet(pd.DataFrame({"market_key": static["market_key"], "label": result.labels}), run.clusters)
     clustering = {
@@ -518,6 +516,25 @@ def cluster_markets(run: RunArtifacts) -> dict:
         result.silhouette_static,
     )
     return _xcom({k: v for k, v in clustering.items() if not k.startswith("k_curve")})
+
+
+#: What to change when a density algorithm finds fewer than two segments.
+_DENSITY_HINTS = {
+    "dbscan": "set clustering.dbscan_eps lower (or empty: taken from the k-distance curve) or "
+    "clustering.min_samples lower, or use kmeans",
+    "hdbscan": "set clustering.min_samples lower (HDBSCAN finds its own density; it ignores dbscan_eps), or use kmeans",
+}
+
+
+def _one_segment(result, month: pd.Period) -> str:
+    # A "segmentation" of one segment (or none: all noise) says nothing; writing it would replace the month.
+    n, noise = len(result.labels), int((result.labels == -1).sum())
+    found = "no segment: every market is noise" if result.n_clusters == 0 else "one segment"
+    return (
+        f"{result.algorithm} found {found} for {month} ({n - noise} of {n} markets in segments, {noise} noise): "
+        f"a segmentation needs at least 2 segments; nothing was written. "
+        + _DENSITY_HINTS.get(result.algorithm, "set clustering.n_clusters")
+    )
 
 
 def _xcom(figures: dict) -> dict:

@@ -189,8 +189,10 @@ def test_one_month_of_history_excludes_every_market_by_name(tmp_path):
     with warehouse(star, config), pytest.raises(ValueError, match="market") as err:
         until_quality(config)
     message = str(err.value)
-    assert "0 market(s) left for 2013-12 after the data-quality checks (excluded: 6)" in message
-    assert "['inactive', 'thin']" in message
+    assert (
+        "the data-quality checks excluded 6 of 6 markets (100%), more than quality.max_excluded_share (50%)" in message
+    )
+    assert "most excluded by: inactive 6, thin 1" in message
 
 
 def test_gaps_of_several_months_keep_the_market(tmp_path):
@@ -332,13 +334,17 @@ def test_a_market_month_of_null_quantities_names_market_and_month(tmp_path):
         pipeline.build_sequences(new_run(config, MONTH))
 
 
-def test_huge_but_finite_amounts_are_segmented(tmp_path):
-    """Amounts of 1e15 in one market: logs keep the model's inputs finite, the market is segmented."""
-    config = make_config(tmp_path)
+def test_huge_but_finite_amounts_are_outliers_and_segmented_when_allowed(tmp_path):
+    """Amounts of 1e15 in one market: excluded as outliers by default; with ``outlier_lines: warn``, logs
+    keep the model's inputs finite and the market is segmented."""
     star = make_star()
     fact = star["fact_sale"]
     key = market_keys(star)[0]
     fact.loc[fact["MARKET_KEY"] == key, "SALES_AMOUNT"] *= 1e12
+    config = make_config(tmp_path)
+    with warehouse(star, config):
+        assert excluded(until_quality(config)) == {key: {"outlier_lines"}}
+    config = make_config(tmp_path, quality={"outlier_lines": "warn"})
     with warehouse(star, config) as conn:
         steps = pipeline.run_month(config, MONTH, run_id="huge")
         assert key in set(segments_written(conn)["market_key"])
@@ -617,18 +623,26 @@ def test_badly_formatted_target_month_names_the_param(bad):
 
 def test_target_month_in_the_future_finds_no_sales(tmp_path):
     config = make_config(tmp_path)
-    _, month = settings_from_context({"params": run_params(target_month="2099-01")})
+    _, run_month = settings_from_context({"params": run_params(target_month="2099-01")})
     with (
         warehouse(make_star(), config),
         pytest.raises(ValueError, match="no sales in FACT_SALE between 2098-08-01 and 2099-02-01"),
     ):
-        pipeline.extract_static_features(new_run(config, month))
+        pipeline.extract_static_features(new_run(config, run_month.month))
 
 
-def test_an_empty_target_month_means_the_data_interval():
-    start, end = pd.Timestamp("2013-12-01", tz="UTC"), pd.Timestamp("2014-01-01", tz="UTC")
-    context = {"params": run_params(target_month=""), "data_interval_start": start, "data_interval_end": end}
-    assert settings_from_context(context)[1] == MONTH
+def test_an_empty_target_month_means_the_logical_dates_month_not_the_data_interval():
+    # a CLI trigger for 2013-12 years later: Airflow infers the data interval from the trigger time
+    from types import SimpleNamespace
+
+    context = {
+        "params": run_params(target_month=""),
+        "logical_date": pd.Timestamp("2013-12-01", tz="UTC"),
+        "data_interval_start": pd.Timestamp("2026-11-01", tz="UTC"),
+        "data_interval_end": pd.Timestamp("2026-12-01", tz="UTC"),
+        "dag_run": SimpleNamespace(run_after=pd.Timestamp("2026-12-01 22:50", tz="UTC")),
+    }
+    assert settings_from_context(context)[1].month == MONTH
 
 
 # -- a failed run changes nothing already stored ---------------------------------------------------
@@ -686,11 +700,49 @@ def test_dbscan_that_finds_only_noise_fails_before_writing(tmp_path):
     """A tiny eps makes every market noise: the run fails naming the setting, and writes no row."""
     config = make_config(tmp_path, clustering={"algorithm": "dbscan", "dbscan_eps": 1e-9, "min_samples": 3})
     with warehouse(make_star(), config) as conn:
-        with pytest.raises(ValueError, match="labelled all 6 markets as noise"):
+        with pytest.raises(ValueError, match=r"dbscan found no segment: every market is noise for 2013-12 \(0 of 6"):
             pipeline.run_month(config, MONTH, run_id="noise")
         cur = conn.cursor()
         cur.execute("SELECT COUNT(*) FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_NAME = 'MARKET_SEGMENT'")
         assert cur.fetchone()[0] == 0
+
+
+def test_dbscan_that_finds_one_segment_fails_with_a_hint_for_its_settings(tmp_path):
+    """A huge eps puts every market in one segment: not a segmentation; nothing is written."""
+    config = make_config(tmp_path, clustering={"algorithm": "dbscan", "dbscan_eps": 1e6, "min_samples": 2})
+    with warehouse(make_star(), config) as conn:
+        with pytest.raises(ValueError, match="dbscan found one segment") as err:
+            pipeline.run_month(config, MONTH, run_id="one")
+        cur = conn.cursor()
+        cur.execute("SELECT COUNT(*) FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_NAME = 'MARKET_SEGMENT'")
+        assert cur.fetchone()[0] == 0
+    assert "dbscan found one segment for 2013-12 (6 of 6 markets in segments, 0 noise)" in str(err.value)
+    assert "set clustering.dbscan_eps lower" in str(err.value)
+
+
+def test_hdbscan_one_segment_hint_does_not_point_at_dbscan_eps():
+    from types import SimpleNamespace
+
+    result = SimpleNamespace(algorithm="hdbscan", n_clusters=0, labels=np.full(8, -1))
+    message = pipeline._one_segment(result, MONTH)
+    assert message.startswith("hdbscan found no segment: every market is noise for 2013-12 (0 of 8 markets")
+    assert "set clustering.min_samples lower" in message
+    assert "set clustering.dbscan_eps" not in message  # HDBSCAN ignores it
+
+
+def test_one_absurd_sale_excludes_its_market_as_an_outlier(tmp_path):
+    """One line of 1e15 in one of 6 markets would otherwise become a segment of its own."""
+    config = make_config(tmp_path)
+    star = make_star()
+    fact = star["fact_sale"]
+    keys = market_keys(star)
+    row = fact[(fact["MARKET_KEY"] == keys[2]) & (fact["ORDER_DATE"] >= "2013-11-01")].index[0]
+    fact.loc[row, "SALES_AMOUNT"] = 1e15
+    with warehouse(star, config):
+        result = until_quality(config)
+    assert excluded(result) == {keys[2]: {"outlier_lines"}}
+    outliers = read_json(result["run"].quality)["checks"]["outlier_lines"]
+    assert (outliers["count"], outliers["examples"], outliers["policy"]) == (1, [keys[2]], "exclude")
 
 
 def test_a_month_not_loaded_yet_fails_the_run(tmp_path):

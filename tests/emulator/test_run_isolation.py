@@ -144,8 +144,8 @@ def test_a_configuration_edited_mid_run_does_not_reach_the_run(config, tmp_path,
     config_file.write_text(json.dumps(config.model_dump(mode="json", by_alias=True)))
     monkeypatch.setenv("SEGMENTATION_CONFIG", str(config_file))
     params = {"target_month": "2013-12", "seq_len": 6, "epochs": 1, "algorithm": "kmeans", "n_clusters": None}
-    settings, month = settings_from_context({"params": params | {"static_weight": 0.5}})
-    run = steps.start_run(settings, month, "edited")
+    settings, run_month = settings_from_context({"params": params | {"static_weight": 0.5}})
+    run = steps.start_run(settings, run_month.month, "edited")
     edited = config.model_dump(mode="json", by_alias=True)
     edited["sequences"]["history_months"] = 18
     edited["model"]["hidden_dim"] = 8

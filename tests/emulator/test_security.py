@@ -229,9 +229,9 @@ def test_only_known_params_reach_the_configuration():
         "warehouse": {"fact_sale": {"name": "x; DROP TABLE FACT_SALE"}},
         "market_segment_table": "x; DROP TABLE FACT_SALE",
     }
-    config, month = settings_from_context({"params": params})
+    config, run_month = settings_from_context({"params": params})
     assert config.warehouse == SegmentationConfig().warehouse
-    assert month == pd.Period("2013-12", "M")
+    assert run_month.month == pd.Period("2013-12", "M")
     with pytest.raises(KeyError, match="market_segment_table"):
         SegmentationConfig().with_overrides(market_segment_table="X")
 

@@ -149,6 +149,8 @@ def test_migrations_record_who_moved(fake_conn):
 def test_rewriting_a_month_a_later_month_follows_is_refused_unless_overwrite_history(fake_conn):
     oct_ = pd.Period("2013-10", "M")
     write_segments(fake_conn, W, segs({"A": 1, "B": 2, "C": 2}), oct_, run("oct"))
+    # filling a month never written changes no stored id: allowed
+    write_segments(fake_conn, W, segs({"A": 1}), pd.Period("2013-09", "M"), run("sep"))
     write_segments(fake_conn, W, segs({"A": 1, "B": 2, "C": 2}), NOV, run("nov"), previous_month=oct_)
     write_segments(fake_conn, W, segs({"A": 1, "B": 1, "C": 2}), DEC, run("dec"), previous_month=NOV)
     before = rows(fake_conn)

@@ -1,22 +1,31 @@
 """A real backfill: `POST /api/v2/backfills` against a running Airflow (api-server, scheduler,
 dag-processor, LocalExecutor) on the embedded warehouse, for 5 months of 2013 with 3 runs at once.
-The result must equal running those months one by one, in order, with the pipeline's functions."""
+The result must equal running those months one by one, in order, with the pipeline's functions.
+
+The same Airflow, with `default_timezone` Europe/Berlin, then starts runs every other way (CLI with a
+logical date, REST with a date, with none and with "now") and each must segment the month of the rule
+in `months.py`."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import urllib.error
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from include.segmentation import steps as pipeline
+from include.segmentation.adapters.catalog import run_key
 from include.segmentation.adapters.warehouse import connect
 from include.segmentation.config import SegmentationConfig, load_config
 from include.segmentation.local.demo_data import adventureworks_star, load_star
 from include.segmentation.local.emulator import connection_json
-from tests.processes import airflow_api, emulator, running_airflow, wait_for_runs
+from tests.processes import ROOT, airflow_api, airflow_env, emulator, running_airflow, wait_for_runs
 
 pytestmark = pytest.mark.integration
 MONTHS = pd.period_range("2013-08", "2013-12", freq="M")
@@ -50,6 +59,35 @@ def _results(warehouse) -> dict[str, pd.DataFrame]:
     }
 
 
+def _start_every_other_way(port: int, home: Path, env: dict, processes: dict) -> dict[str, dict]:
+    """Dry runs started by the CLI and the REST API; returns each run's state and ``run.json`` by how it started."""
+    dry = {"dry_run": True}
+    cli = subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "dags", "trigger", "market_segmentation"]
+        + ["--logical-date", "2013-06-01", "--run-id", "cli_2013_06", "--conf", json.dumps(dry)],
+        env=airflow_env(home, env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    now = datetime.now(UTC).isoformat()  # what the trigger form fills in as the logical date
+    dates = {"rest 2013-05-01": "2013-05-01T00:00:00Z", "rest null": None, "rest now": now}
+    run_ids = {"cli 2013-06-01": "cli_2013_06"} | {
+        way: airflow_api(port, "POST", "/dags/market_segmentation/dagRuns", {"logical_date": date, "conf": dry})[
+            "dag_run_id"
+        ]
+        for way, date in dates.items()
+    }
+    states = wait_for_runs(port, list(run_ids.values()), 900, processes)
+    started = {}
+    for (way, run_id), state in zip(run_ids.items(), states, strict=True):
+        (info,) = (home / "artifacts").glob(f"*/{run_key(run_id)}/run.json")
+        started[way] = {"state": state, **json.loads(info.read_text())}
+    return started
+
+
 @pytest.fixture(scope="module")
 def backfilled(adventureworks_dir, tmp_path_factory):
     """Run the backfill through Airflow and return the warehouse's segments; stop everything after."""
@@ -59,6 +97,8 @@ def backfilled(adventureworks_dir, tmp_path_factory):
     with emulator(tmp_path_factory.mktemp("warehouse-backfill"), adventureworks_dir) as wh_port:
         env = {
             "AIRFLOW__CORE__PARALLELISM": "2",
+            # midnight of a month's first day here is 22:00 or 23:00 UTC of the day before
+            "AIRFLOW__CORE__DEFAULT_TIMEZONE": "Europe/Berlin",
             "AIRFLOW_CONN_SNOWFLAKE_DEFAULT": connection_json(wh_port),
             "SEGMENTATION_CONFIG": str(config_file),
         }
@@ -113,6 +153,7 @@ def backfilled(adventureworks_dir, tmp_path_factory):
                 refused = None
             except urllib.error.HTTPError as err:
                 refused = (err.code, err.read().decode())
+            started = _start_every_other_way(port, home, env, processes)
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(wh_port))
             results = _results(load_config(config_file).warehouse)
@@ -124,6 +165,7 @@ def backfilled(adventureworks_dir, tmp_path_factory):
         "processes": list(processes.values()),
         "manual_states": states,
         "refused": refused,
+        "started": started,
     }
 
 
@@ -179,6 +221,21 @@ def test_an_invalid_param_is_refused_before_a_run_exists(backfilled):
     code, body = backfilled["refused"]
     assert code == 400
     assert "seq_len" in body
+
+
+def test_every_way_of_starting_a_run_segments_the_month_of_the_rule(backfilled):
+    started = backfilled["started"]
+    last_complete = str(pd.Period(datetime.now(UTC).strftime("%Y-%m"), "M") - 1)
+    got = {way: (run["month"], run["month_reason"]) for way, run in started.items()}
+    assert got["cli 2013-06-01"] == ("2013-06", "logical date 2013-05-31T22:00:00Z")  # Berlin midnight, in UTC
+    assert got["rest 2013-05-01"] == ("2013-05", "logical date 2013-05-01T00:00:00Z")
+    assert got["rest null"] == (last_complete, "no logical date: last complete month before the run")
+    assert got["rest now"][0] == last_complete
+    assert "not over yet: last complete month" in got["rest now"][1]
+    # the 2013 dry runs computed their month; the warehouse has no sales in the last complete month
+    assert [started[w]["state"] for w in ("cli 2013-06-01", "rest 2013-05-01")] == ["success", "success"]
+    assert all(started[w]["dry_run"] is True for w in started)  # conf from the CLI is a real boolean too
+    assert "2013-06" not in set(backfilled["segments"]["SEGMENT_MONTH"])  # dry runs wrote nothing
 
 
 def test_every_process_was_stopped(backfilled):

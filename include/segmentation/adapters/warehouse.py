@@ -102,12 +102,56 @@ def get_hook(conn_id: str, database: str | None = None, schema: str | None = Non
     return _Hook(snowflake_conn_id=conn_id, database=database, schema=schema)
 
 
+class WarehouseAccessError(ValueError):
+    """The warehouse refused the login or a statement: a retry cannot fix it (and, for a login, would
+    count as one more failed attempt towards locking the user). A ``ValueError``: the DAG fails the task
+    at once."""
+
+
+#: Snowflake errnos of statements that a retry may get through: 604 the statement was cancelled,
+#: 630 it reached the statement or warehouse timeout.
+RETRYABLE_ERRNOS = frozenset({604, 630})
+
+
+def _refused_login(err: Exception) -> bool:
+    # Snowflake's login errors are 390xxx (390100 wrong password, 390101 user disabled, 390102 user
+    # locked, 390144 bad key pair...); the connector marks credential rejections with SQLSTATE 28000.
+    errno, sqlstate = getattr(err, "errno", None) or 0, str(getattr(err, "sqlstate", "") or "")
+    return 390000 <= int(errno) < 391000 or sqlstate.startswith("28")
+
+
 @contextmanager
 def connect(warehouse: WarehouseConfig) -> Generator[SnowflakeConnection, None, None]:
-    """Open a connection through the Airflow connection ``warehouse.conn_id``, in its database/schema."""
-    conn = get_hook(warehouse.conn_id, warehouse.database, warehouse.schema_).get_conn()
+    """Open a connection through the Airflow connection ``warehouse.conn_id``, in its database/schema.
+
+    Raises ``WarehouseAccessError`` (not retried) when the login is refused (wrong password, locked
+    or disabled user, bad key), naming the connection, and when a statement inside the block fails
+    with a ``ProgrammingError`` (missing object or privilege, SQL the warehouse rejects), naming the
+    database and schema; network errors and cancelled or timed-out statements propagate as they are,
+    so Airflow retries them.
+    """
+    from snowflake.connector.errors import DatabaseError, ProgrammingError
+
+    where = f"{warehouse.database}.{warehouse.schema_}"
+    try:
+        conn = get_hook(warehouse.conn_id, warehouse.database, warehouse.schema_).get_conn()
+    except DatabaseError as err:
+        if not _refused_login(err):
+            raise
+        raise WarehouseAccessError(
+            f"the warehouse refused the login of Airflow connection {warehouse.conn_id!r} (warehouse.conn_id): "
+            f"{err.msg} (errno {err.errno}, SQLSTATE {err.sqlstate}). Fix the connection's user, password, key or "
+            "role; not retried, since every retry counts as another failed login towards locking the user"
+        ) from err
     try:
         yield conn
+    except ProgrammingError as err:
+        if err.errno in RETRYABLE_ERRNOS:
+            raise
+        raise WarehouseAccessError(
+            f"the warehouse refused a statement in {where} (warehouse.database/schema): {err.msg} "
+            f"(errno {err.errno}, SQLSTATE {err.sqlstate}); check the configured tables and the role's privileges"
+        ) from err
     finally:
         conn.close()
 

@@ -298,8 +298,9 @@ def months_to_rerun(
     """Later months that writing ``stage`` (``segment_frame``'s rows) for ``month`` would leave stale.
 
     Each month's SegmentIDs are aligned to the month written before it, so a later month is stale
-    when ``month`` is stored with other SegmentIDs (or none) than ``stage``'s. Returns them oldest first
-    (empty when nothing later is written, or ``month``'s stored SegmentIDs are the ones in ``stage``).
+    when ``month`` is stored with other SegmentIDs than ``stage``'s. Returns them oldest first (empty
+    when nothing later is written, ``month`` was never written, or its stored SegmentIDs are the ones
+    in ``stage``).
     Expects the result tables to exist.
     """
     day = {"segment_month": month.start_time.date()}
@@ -307,7 +308,10 @@ def months_to_rerun(
     if later.empty:
         return []
     stored = query_frame(conn, render_sql("stored_segment_ids.sql", warehouse), day)
-    if _as_ids(stored["market_key"], stored["segment_id"]) == _as_ids(stage["MARKET_KEY"], stage["SEGMENT_ID"]):
+    # A month never written (a gap filled) changes no id a later month refers to.
+    if stored.empty or _as_ids(stored["market_key"], stored["segment_id"]) == _as_ids(
+        stage["MARKET_KEY"], stage["SEGMENT_ID"]
+    ):
         return []
     return [pd.Timestamp(m).to_period("M") for m in later["segment_month"]]
 
