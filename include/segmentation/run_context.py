@@ -19,8 +19,10 @@ if TYPE_CHECKING:
 #: Airflow Params that override configuration fields for one run (see ``SegmentationConfig.with_overrides``).
 CONFIG_PARAMS = ("seq_len", "epochs", "algorithm", "n_clusters", "static_weight")
 
-#: Run states in which a DAG run may still write (``wait_for_previous_month`` waits for them).
-IN_FLIGHT = ("queued", "running")
+#: Run states ``wait_for_previous_month`` waits for. Not "queued": a queued run of the month before
+#: may be held back by this very run (``max_active_runs``), and both would wait forever; a backfill
+#: starts its runs in logical-date order, so the month before is running (or done) by then.
+IN_FLIGHT = ("running",)
 
 
 def settings_from_context(context: dict) -> tuple[SegmentationConfig, RunMonth]:
@@ -75,7 +77,7 @@ def run_info(context: dict) -> dict[str, Any]:
 
 
 def earlier_month_in_flight(context: dict, month: pd.Period) -> int:
-    """How many runs of this DAG for the month before ``month`` are queued or running.
+    """How many runs of this DAG for the month before ``month`` are running (``IN_FLIGHT``).
 
     A scheduled or backfill run of a month has the month's first day as its logical date (the DAG's
     data-interval timetable), so the runs to wait for are found by logical date through Airflow's own
