@@ -63,6 +63,10 @@ class FactSaleTable(_Strict):
     sales_amount: Identifier = "SALES_AMOUNT"
     discount: Identifier = "DISCOUNT_PCT"
     quantity: Identifier = "QUANTITY"
+    profit: Identifier | None = Field(
+        None, description="Optional: the line's profit (currency), for features such as margin (profit / sales)."
+    )
+    cost: Identifier | None = Field(None, description="Optional: the line's cost (currency).")
     discount_kind: Literal["fraction", "amount"] = Field(
         "fraction",
         description="'fraction': the discount column is a rate 0-1 per line; "
@@ -143,16 +147,22 @@ class WarehouseConfig(_Strict):
     run_table: Identifier = "SEGMENTATION_RUN"
     migration_table: Identifier = "SEGMENT_MIGRATION"
     profile_table: Identifier = "SEGMENT_PROFILE"
+    feature_table: Identifier = Field(
+        "SEGMENT_FEATURE", description="Segment profiles, long: one row per month, SegmentID and feature."
+    )
 
     @model_validator(mode="after")
     def _result_tables_are_new(self) -> WarehouseConfig:
         inputs = {self.fact_sale.name, self.territory.name, self.customer.name, self.product.name, self.date.name}
         results = [self.market_segment_table, self.run_table, self.migration_table, self.profile_table]
-        results += [f"{t}_STAGE" for t in (self.market_segment_table, self.migration_table, self.profile_table)]
+        results += [self.feature_table]
+        staged = (self.market_segment_table, self.migration_table, self.profile_table, self.feature_table)
+        results += [f"{t}_STAGE" for t in staged]
         if len(set(results)) < len(results) or inputs & set(results):
             raise ValueError(
                 f"market_segment_table ({self.market_segment_table}), run_table ({self.run_table}), "
-                f"migration_table ({self.migration_table}) and profile_table ({self.profile_table}) must "
+                f"migration_table ({self.migration_table}), profile_table ({self.profile_table}) and feature_table "
+                f"({self.feature_table}) must "
                 "differ from each other, their _STAGE tables and the star schema's tables"
             )
         return self
@@ -394,6 +404,143 @@ class QualityConfig(_Strict):
         return self
 
 
+#: What a static feature measures, for profiles and descriptions: a 0-1 share or rate, an amount of
+#: money, a count, or a unit-free ratio.
+FeatureKind = Literal["fraction", "currency", "count", "ratio"]
+
+#: Mapped columns a feature may aggregate, by the config field that maps them (never a raw identifier).
+FACT_MEASURES = ("sales_amount", "discount", "quantity", "profit", "cost")
+CUSTOMER_MEASURES = ("lifetime_value",)
+CUSTOMER_ATTRIBUTES = ("loyalty_status",)
+PRODUCT_ATTRIBUTES = ("product_line", "subcategory")
+
+#: Aggregate templates: what ``column`` / ``denominator`` may name, and the SQL each renders to
+#: (``sql/static_features.sql``), per market over the run's window.
+TEMPLATES: dict[str, tuple[tuple[str, ...], str]] = {
+    "discount_rate": ((), "the discount rate as warehouse.fact_sale.discount_kind says (fraction: mean per line)"),
+    "line_average": (FACT_MEASURES, "AVG(column) over the market's fact lines"),
+    "line_ratio": (FACT_MEASURES, "SUM(column) / SUM(denominator) over the market's fact lines"),
+    "customer_share": (CUSTOMER_ATTRIBUTES, "share of the market's customers whose column = value"),
+    "customer_average": (CUSTOMER_MEASURES, "AVG(column) over the market's customers"),
+    "distinct_count": (PRODUCT_ATTRIBUTES, "COUNT(DISTINCT column) over the products the market bought"),
+}
+
+_FEATURE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$", re.ASCII)
+#: Column names the steps' frames already use: a feature may not take one.
+RESERVED_FEATURE_NAMES = frozenset(
+    """market_key market_name country territory_group n_customers n_known_customers segment_id label
+    previous_segment_id n_markets share main_group group_share main_country examples description
+    trend_slope recent_growth volatility seasonality avg_monthly_revenue""".split()
+)
+
+
+class StaticFeature(_Strict):
+    """One static feature per market: a name, an aggregate template over mapped columns, a kind and a weight.
+
+    Definitions open no injection path: ``name`` is a lower-case identifier, ``column`` and
+    ``denominator`` name config fields (the SQL renders the validated identifiers they map to), and
+    ``value`` is a bound parameter.
+    """
+
+    name: str = Field(description="Lower-case identifier: the feature's column in frames, profiles and reports.")
+    template: Literal[
+        "discount_rate", "line_average", "line_ratio", "customer_share", "customer_average", "distinct_count"
+    ]
+    column: str | None = Field(None, description="The config field of the mapped column the template aggregates.")
+    denominator: str | None = Field(None, description="line_ratio: the config field of the denominator's column.")
+    value: str | None = Field(None, max_length=100, description="customer_share: the attribute value counted.")
+    kind: FeatureKind
+    weight: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="Relative weight inside the static block: the feature's share of the block's variance is "
+        "weight / sum of weights (0: profiled, not clustered).",
+    )
+    label: str | None = Field(None, max_length=60, description="Words for reports; default: the name, spaced.")
+
+    @model_validator(mode="after")
+    def _definition(self) -> StaticFeature:
+        if not _FEATURE_NAME.fullmatch(self.name) or self.name in RESERVED_FEATURE_NAMES:
+            raise ValueError(
+                f"name {self.name!r} must be a lower-case identifier (a-z, 0-9, _; at most 63 characters) other "
+                f"than the pipeline's own columns ({', '.join(sorted(RESERVED_FEATURE_NAMES))})"
+            )
+        allowed, _ = TEMPLATES[self.template]
+        wanted = {"column": bool(allowed), "denominator": self.template == "line_ratio"}
+        wanted["value"] = self.template == "customer_share"
+        for field, needed in wanted.items():
+            given = getattr(self, field)
+            if needed and given is None:
+                raise ValueError(f"feature {self.name!r}: template {self.template} needs {field}")
+            if not needed and given is not None:
+                raise ValueError(f"feature {self.name!r}: template {self.template} takes no {field}")
+        for field in ("column", "denominator"):
+            given = getattr(self, field)
+            if given is not None and given not in allowed:
+                raise ValueError(
+                    f"feature {self.name!r}: {field} {given!r} is not a column template {self.template} can use; "
+                    f"expected one of {list(allowed)}"
+                )
+        return self
+
+    @property
+    def words(self) -> str:
+        """How reports name the feature."""
+        return self.label or self.name.replace("_", " ")
+
+
+#: The seed's seven static features: their order is the column order of every frame that carries them.
+DEFAULT_FEATURES = (
+    StaticFeature(name="avg_discount", template="discount_rate", kind="fraction", label="discounts"),
+    StaticFeature(
+        name="platinum_share",
+        template="customer_share",
+        column="loyalty_status",
+        value="Platinum",
+        kind="fraction",
+        label="Platinum share",
+    ),
+    StaticFeature(
+        name="gold_share",
+        template="customer_share",
+        column="loyalty_status",
+        value="Gold",
+        kind="fraction",
+        label="Gold share",
+    ),
+    StaticFeature(
+        name="silver_share",
+        template="customer_share",
+        column="loyalty_status",
+        value="Silver",
+        kind="fraction",
+        label="Silver share",
+    ),
+    StaticFeature(
+        name="avg_ltv",
+        template="customer_average",
+        column="lifetime_value",
+        kind="currency",
+        label="customer lifetime value",
+    ),
+    StaticFeature(
+        name="total_product_lines",
+        template="distinct_count",
+        column="product_line",
+        kind="count",
+        label="product lines",
+    ),
+    StaticFeature(
+        name="total_subcategories",
+        template="distinct_count",
+        column="subcategory",
+        kind="count",
+        label="subcategories",
+    ),
+)
+
+
 class SegmentationConfig(_Strict):
     """The whole pipeline's configuration. Defaults run the demo; a user overrides any field."""
 
@@ -402,6 +549,11 @@ class SegmentationConfig(_Strict):
     model: ModelConfig = ModelConfig()
     clustering: ClusterConfig = ClusterConfig()
     quality: QualityConfig = QualityConfig()
+    static_features: tuple[StaticFeature, ...] = Field(
+        DEFAULT_FEATURES,
+        min_length=1,
+        description="The static features per market, in order; the defaults are the seed's seven.",
+    )
     artifacts_dir: str = Field(
         "artifacts",
         min_length=1,
@@ -411,6 +563,34 @@ class SegmentationConfig(_Strict):
     train_queue: str = Field("default", description="Celery queue of the training task ('gpu' in production).")
     model_version_prefix: str = "lstm_hybrid_v2.0"
     seed: int = 2024
+
+    @model_validator(mode="after")
+    def _features(self) -> SegmentationConfig:
+        names = [f.name for f in self.static_features]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"static_features: feature name(s) {dup} appear more than once")
+        if not any(f.weight > 0 for f in self.static_features):
+            raise ValueError("static_features: at least one feature needs a weight above 0 to drive clustering")
+        fact = self.warehouse.fact_sale
+        for f in self.static_features:
+            for role in (f.column, f.denominator):
+                if role in ("profit", "cost") and getattr(fact, role) is None:
+                    raise ValueError(
+                        f"static_features: feature {f.name!r} uses {role}, "
+                        f"but warehouse.fact_sale.{role} maps no column"
+                    )
+        return self
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Every static feature's name, in order (the columns of ``static.parquet`` and the profiles)."""
+        return tuple(f.name for f in self.static_features)
+
+    @property
+    def clustered_features(self) -> tuple[StaticFeature, ...]:
+        """The static features that drive clustering: those with a weight above 0."""
+        return tuple(f for f in self.static_features if f.weight > 0)
 
     def with_overrides(self, **params: object) -> SegmentationConfig:
         """Return a copy with run-level overrides (Airflow Params) applied and re-validated.

@@ -28,6 +28,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from include.segmentation.adapters.storage import read_json, read_parquet
+from include.segmentation.config import DEFAULT_FEATURES, StaticFeature
 from include.segmentation.core.autoencoder import training_summary
 from include.segmentation.core.features import STATIC_FEATURES
 
@@ -107,10 +108,16 @@ def _colours(labels: Sequence[str]) -> dict[str, str]:
     return colours | {"unassigned": _NOISE_COLOUR}
 
 
-def pca_projection(segments: pd.DataFrame, embeddings: pd.DataFrame, static_weight: float) -> pd.DataFrame:
+def pca_projection(
+    segments: pd.DataFrame,
+    embeddings: pd.DataFrame,
+    static_weight: float,
+    features: tuple[StaticFeature, ...] = DEFAULT_FEATURES,
+) -> pd.DataFrame:
     """2-D PCA of the hybrid features the clustering saw (``clustering.hybrid_features``).
 
-    ``segments``: one row per market with ``market_key``, ``STATIC_FEATURES`` and ``segment_id``;
+    ``segments``: one row per market with ``market_key``, ``segment_id`` and the clustered static
+    ``features``' columns (those with a weight above 0, weighted as the clustering weighed them);
     ``embeddings``: ``market_key`` and the embedding columns. Returns one row per market of
     ``segments`` with ``market_key``, ``market_name`` (the key when absent), ``segment`` (label),
     ``pc1``, ``pc2`` (unit-free scores) and, in ``attrs["explained"]``, the two components' shares
@@ -121,7 +128,9 @@ def pca_projection(segments: pd.DataFrame, embeddings: pd.DataFrame, static_weig
 
     from include.segmentation.core.clustering import hybrid_features
 
-    missing = [c for c in ("market_key", "segment_id", *STATIC_FEATURES) if c not in segments]
+    clustered = [f for f in features if f.weight > 0]
+    names = [f.name for f in clustered]
+    missing = [c for c in ("market_key", "segment_id", *names) if c not in segments]
     if missing:
         raise ValueError(f"segments frame is missing column(s) {missing}")
     emb = embeddings.set_index(embeddings["market_key"].astype(str)).drop(columns="market_key")
@@ -129,8 +138,9 @@ def pca_projection(segments: pd.DataFrame, embeddings: pd.DataFrame, static_weig
     absent = keys[~keys.isin(emb.index)]
     if len(absent):
         raise ValueError(f"market(s) {absent.tolist()[:5]} have a segment but no embedding")
-    static = segments[list(STATIC_FEATURES)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-    x = hybrid_features(static, emb.loc[keys].to_numpy(dtype=np.float64), static_weight)
+    static = segments[names].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    weights = np.array([f.weight for f in clustered])
+    x = hybrid_features(static, emb.loc[keys].to_numpy(dtype=np.float64), static_weight, feature_weights=weights)
     n_components = min(2, *x.shape)
     pca = PCA(n_components=n_components, svd_solver="full")
     scores = np.zeros((len(x), 2))
@@ -324,18 +334,33 @@ def _label_order(label: str) -> tuple[bool, int]:
     return (label == "unassigned", int(label) if label != "unassigned" else 0)
 
 
-def profile_rows(profiles: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+#: How a configured static feature outside the seed's is printed, by its kind.
+_KIND_FORMATS: dict[str, Any] = {
+    "fraction": _pct,
+    "currency": lambda v: f"{v:,.0f}",
+    "count": lambda v: f"{v:.1f}",
+    "ratio": lambda v: f"{v:.2f}",
+}
+
+
+def profile_rows(
+    profiles: pd.DataFrame, features: tuple[StaticFeature, ...] = DEFAULT_FEATURES
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Column headers and formatted rows of the profile table, one row per SegmentID (unassigned last).
 
     Reads ``profiles`` by column name: ``segment_id``, ``n_markets`` and ``description`` are required
-    (``ValueError`` naming them otherwise); any other profile column that is absent is left out.
+    (``ValueError`` naming them otherwise); any other profile column that is absent is left out. Static
+    ``features`` outside the seed's seven get a column after the seed's, titled with their label and
+    printed by their kind (a fraction as a percentage).
     Headers are ``{"title", "text"}``; rows ``{"segment", "colour", "n_markets", "cells",
     "description"}`` with plain strings (the template escapes them).
     """
     missing = [c for c in ("segment_id", "n_markets", "description") if c not in profiles]
     if missing:
         raise ValueError(f"profiles.parquet is missing column(s) {missing}")
+    extra = [(f.name, f.words, _KIND_FORMATS[f.kind], False) for f in features if f.name not in STATIC_FEATURES]
     columns = [c for c in _PROFILE_COLUMNS if c[0] in profiles]
+    columns[2:2] = [c for c in extra if c[0] in profiles]
     labels = [segment_label(v) for v in profiles["segment_id"]]
     colours = _colours(labels)
     rows = []
@@ -407,7 +432,7 @@ def render_report(run: RunArtifacts) -> str:
     metrics, model = inputs.metrics, inputs.model
     static_weight = run.config.clustering.static_weight
     k = int(metrics["n_clusters"])
-    projection = pca_projection(inputs.segments, inputs.embeddings, static_weight)
+    projection = pca_projection(inputs.segments, inputs.embeddings, static_weight, run.config.static_features)
     figures = {
         "pca": _figure_html(pca_figure(projection), "pca-plot"),
         "silhouette": _figure_html(silhouette_figure(metrics), "silhouette-plot"),
@@ -417,7 +442,7 @@ def render_report(run: RunArtifacts) -> str:
         figures["k_curve"] = _figure_html(
             k_curve_figure(metrics["k_curve"], k, metrics.get("k_curve_gap")), "k-curve-plot"
         )
-    headers, rows = profile_rows(inputs.profiles)
+    headers, rows = profile_rows(inputs.profiles, run.config.static_features)
     moved = changed_markets(inputs.segments)
     previous_month = metrics.get("previous_month")
     prev = pd.to_numeric(inputs.segments["previous_segment_id"], errors="coerce")

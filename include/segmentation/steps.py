@@ -36,10 +36,10 @@ from include.segmentation.adapters.storage import (
     write_parquet,
     write_text,
 )
-from include.segmentation.adapters.warehouse import connect, query_frame, render_sql
+from include.segmentation.adapters.warehouse import connect, feature_params, query_frame, render_sql
 from include.segmentation.config import SegmentationConfig
 from include.segmentation.core import sequences as seq
-from include.segmentation.core.features import SEQUENCE_FEATURES, STATIC_FEATURES
+from include.segmentation.core.features import SEQUENCE_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -88,16 +88,15 @@ def check_warehouse(run: RunArtifacts) -> dict:
 def extract_static_features(run: RunArtifacts) -> dict:
     """Query static features (``sql/static_features.sql``) over the ``seq_len`` months ending at the month.
 
-    Writes ``run.static``: one row per market with ``market_key``, ``STATIC_FEATURES``,
+    Writes ``run.static``: one row per market with ``market_key``, the configured static features,
     ``n_customers`` and the market's name, country and territory group. Raises ``ValueError`` when
     the window has no sales, or a market has two rows in the territory table.
     """
-    w = run.config.warehouse
+    w, features = run.config.warehouse, run.config.static_features
     b = _bounds(run.month, run.config.sequences.seq_len)
+    params = {"window_start": b["start"], "window_end": b["end"]} | feature_params(features)
     with connect(w) as conn:
-        static = query_frame(
-            conn, render_sql("static_features.sql", w), {"window_start": b["start"], "window_end": b["end"]}
-        )
+        static = query_frame(conn, render_sql("static_features.sql", w, features=features), params)
         markets = query_frame(conn, render_sql("markets.sql", w))
     if static.empty:
         raise ValueError(
@@ -201,6 +200,7 @@ def check_data_quality(run: RunArtifacts) -> dict:
         n_lines=data["n_lines"],
         min_lines=q.thin_min_lines,
         min_customers=q.thin_min_customers,
+        features=config.feature_names,
     )
     report = apply_policies(findings + warehouse_findings(per_market, table), q)
     too_many = excluded_share_problem(report, len(markets), q.max_excluded_share)
@@ -480,13 +480,17 @@ def cluster_markets(run: RunArtifacts) -> dict:
     static, embedding, size = _hybrid_inputs(run)
     previous, _ = _previous_ids(run)
     last_ids = static["market_key"].map(previous).fillna(-1).to_numpy(dtype=np.int64)
+    clustered = run.config.clustered_features
+    names = tuple(f.name for f in clustered)
     result = fit(
-        static[list(STATIC_FEATURES)].to_numpy(dtype=np.float64),
+        static[list(names)].to_numpy(dtype=np.float64),
         embedding,
         c,
         seed=month_seed(run.config, month),
         size=market_size(size),
         previous=None if run.fresh else last_ids,
+        feature_weights=np.array([f.weight for f in clustered]),
+        names=names,
     )
     if result.n_clusters < 2:
         raise ValueError(_one_segment(result, month))
@@ -582,7 +586,8 @@ def profile_segments(run: RunArtifacts) -> dict:
     from include.segmentation.core.profiles import segment_profiles
 
     segments = read_parquet(run.segments)
-    profiles = segment_profiles(segments.merge(read_parquet(run.trends), on="market_key", how="left"))
+    markets = segments.merge(read_parquet(run.trends), on="market_key", how="left")
+    profiles = segment_profiles(markets, run.config.static_features)
     write_parquet(profiles, run.profiles)
     for row in profiles.itertuples():
         log.info("segment %d (%d markets): %s", row.segment_id, row.n_markets, row.description)
@@ -629,6 +634,7 @@ def write_segments(run: RunArtifacts) -> dict:
             previous_month,
             read_parquet(run.profiles),
             overwrite_history=run.overwrite_history,
+            features=run.config.static_features,
         )
     return result
 

@@ -5,11 +5,11 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from include.segmentation.adapters.warehouse import query_frame, render_sql
-from include.segmentation.config import SegmentationConfig
+from include.segmentation.adapters.warehouse import feature_params, query_frame, render_sql
+from include.segmentation.config import DEFAULT_FEATURES, SegmentationConfig
 from include.segmentation.local.demo_data import load_star
 
-WINDOW = {"window_start": date(2013, 11, 1), "window_end": date(2014, 1, 1)}
+WINDOW = {"window_start": date(2013, 11, 1), "window_end": date(2014, 1, 1)} | feature_params(DEFAULT_FEATURES)
 
 
 def test_static_features_exact_values(fake_conn, tiny_star):
@@ -94,8 +94,8 @@ def test_type2_customer_attributes_are_taken_as_of_the_month_end(fake_conn, tiny
             (2, "Gold", 500.0, date(2010, 1, 1), None),
         ],
     )
-    november = {"window_start": date(2013, 11, 1), "window_end": date(2013, 12, 1)}
-    december = {"window_start": date(2013, 11, 1), "window_end": date(2014, 1, 1)}
+    november = {"window_start": date(2013, 11, 1), "window_end": date(2013, 12, 1)} | feature_params(DEFAULT_FEATURES)
+    december = WINDOW
     nov = query_frame(fake_conn, render_sql("static_features.sql", w), november).set_index("market_key")
     dec = query_frame(fake_conn, render_sql("static_features.sql", w), december).set_index("market_key")
     # November: only customer 1 bought in A, and was Silver with LTV 100 then

@@ -296,3 +296,23 @@ def test_object_columns_and_non_finite_profile_values(fake_conn):
     cur = fake_conn.cursor()
     cur.execute("SELECT SEGMENT_ID, VOLATILITY, MAIN_GROUP FROM SEGMENT_PROFILE ORDER BY SEGMENT_ID NULLS LAST")
     assert cur.fetchall() == [(1, 0.5, "Europe"), (None, None, None)]
+
+
+def test_months_written_before_the_feature_table_are_copied_into_it_once(fake_conn):
+    """A warehouse written by the release before the feature table: its profile columns become rows."""
+    write_segments(fake_conn, W, segs({"A": 1, "B": 2}), NOV, run("nov"), profiles=profiles_for([1, 2]))
+    cur = fake_conn.cursor()
+    cur.execute("DROP TABLE SEGMENT_FEATURE")  # as the previous release left it
+    write_segments(fake_conn, W, segs({"A": 1, "B": 2}), DEC, run("dec"), NOV, profiles_for([1, 2]))
+    write_segments(fake_conn, W, segs({"A": 1, "B": 2}), DEC, run("dec2"), NOV, profiles_for([1, 2]))
+    cur.execute(
+        "SELECT FEATURE, STATISTIC, KIND, VALUE, RUN_ID FROM SEGMENT_FEATURE "
+        "WHERE SEGMENT_MONTH = '2013-11-01' AND SEGMENT_ID = 1 ORDER BY FEATURE"
+    )
+    got = cur.fetchall()
+    assert len(got) == 11  # the seed's 7 static features and 4 temporal statistics, once
+    assert ("platinum_share", "mean", "fraction", 0.5, "nov") in got
+    assert ("avg_ltv", "mean", "currency", 0.5, "nov") in got
+    assert ("trend_slope", "median", "ratio", 0.5, "nov") in got
+    cur.execute("SELECT COUNT(DISTINCT RUN_ID), COUNT(*) FROM SEGMENT_FEATURE WHERE SEGMENT_MONTH = '2013-12-01'")
+    assert cur.fetchone() == (1, 22)  # the re-run replaced December's rows: 2 segments x 11

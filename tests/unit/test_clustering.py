@@ -176,3 +176,17 @@ def test_density_clustering_is_refused_above_its_size_limit(algorithm):
     static, embedding, _ = blobs(n_per=50)
     with pytest.raises(ValueError, match=rf"{algorithm} on 150 markets is refused.*density_max_markets \(100\)"):
         cl.cluster_markets(static, embedding, ClusterConfig(algorithm=algorithm, density_max_markets=100), seed=0)
+
+
+def test_feature_weights_are_variance_shares_inside_the_static_block():
+    rng = np.random.default_rng(3)
+    static, embedding = rng.normal(size=(200, 3)) * [1.0, 50.0, 0.01], rng.normal(size=(200, 4))
+    x = cl.hybrid_features(static, embedding, static_weight=0.6, feature_weights=np.array([3.0, 1.0, 2.0]))
+    variance = x.var(axis=0)
+    assert variance[:3] == pytest.approx([0.3, 0.1, 0.2])  # 0.6 split 3:1:2, whatever the raw scales
+    assert variance[3:].sum() == pytest.approx(0.4)
+    # equal weights are exactly the unweighted block
+    same = cl.hybrid_features(static, embedding, 0.6, feature_weights=np.array([2.0, 2.0, 2.0]))
+    assert np.array_equal(same, cl.hybrid_features(static, embedding, 0.6))
+    with pytest.raises(ValueError, match="feature_weights must be 3 values above 0"):
+        cl.hybrid_features(static, embedding, 0.6, feature_weights=np.array([1.0, 0.0, 1.0]))

@@ -81,3 +81,21 @@ def test_cross_field_checks():
 def test_clearing_n_clusters_means_automatic():
     config = SegmentationConfig.model_validate({"clustering": {"n_clusters": 5}})
     assert config.with_overrides(n_clusters=None).clustering.n_clusters is None
+
+
+def test_static_features_default_to_the_seed_seven_and_refuse_duplicates_and_no_weight():
+    from pydantic import ValidationError
+
+    from include.segmentation.config import SegmentationConfig
+    from include.segmentation.core.features import STATIC_FEATURES
+
+    assert SegmentationConfig().feature_names == STATIC_FEATURES
+    discount = {"name": "avg_discount", "template": "discount_rate", "kind": "fraction"}
+    with pytest.raises(ValidationError, match=r"feature name\(s\) \['avg_discount'\] appear more than once"):
+        SegmentationConfig.model_validate({"static_features": [discount, discount]})
+    with pytest.raises(ValidationError, match="at least one feature needs a weight above 0"):
+        SegmentationConfig.model_validate({"static_features": [discount | {"weight": 0}]})
+    # weight 0: profiled, not clustered
+    lines = {"name": "lines", "template": "distinct_count", "column": "product_line", "kind": "count", "weight": 0}
+    config = SegmentationConfig.model_validate({"static_features": [discount, lines]})
+    assert [f.name for f in config.clustered_features] == ["avg_discount"]

@@ -76,6 +76,8 @@ def mapped_columns(w: WarehouseConfig) -> list[MappedColumn]:
             "sales_amount": "number",
             "discount": "number",
             "quantity": "number",
+            "profit": "number",
+            "cost": "number",
         },
         "territory": {"market_key": "key", "market_name": "text", "country": "text", "territory_group": "text"},
         "customer": {

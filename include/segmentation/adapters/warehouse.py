@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import re
 import uuid
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from snowflake.connector import SnowflakeConnection
 
-    from include.segmentation.config import WarehouseConfig
+    from include.segmentation.config import StaticFeature, WarehouseConfig
 
 SQL_DIR = Path(__file__).parent / "sql"
 
@@ -50,6 +50,7 @@ def render_sql(
     warehouse: WarehouseConfig,
     token: str | None = None,
     names: Mapping[str, str] | None = None,
+    features: Sequence[StaticFeature] | None = None,
     **shape: int,
 ) -> str:
     """Render ``sql/<name>`` with the validated table and column names of ``warehouse``.
@@ -60,9 +61,11 @@ def render_sql(
     column of the mapped schema, checked here with ``config.check_identifier``); values stay as
     ``%(name)s`` placeholders bound by the connector. Raises ``jinja2.TemplateNotFound``, ``TypeError``
     for a non-integer ``shape`` value and ``ValueError`` for a token that is not 1-32 upper-case
-    letters and digits, or a name that is not a plain identifier.
+    letters and digits, or a name that is not a plain identifier. ``features`` (validated
+    ``StaticFeature``s; default: the seed's seven) are the columns ``static_features.sql`` computes;
+    their values are bound with ``feature_params``.
     """
-    from include.segmentation.config import check_identifier
+    from include.segmentation.config import DEFAULT_FEATURES, check_identifier
 
     bad = [k for k, v in shape.items() if type(v) is not int]
     if bad:
@@ -70,7 +73,16 @@ def render_sql(
     if token is not None and not _TOKEN.fullmatch(token):
         raise ValueError(f"render_sql token must be 1-32 upper-case letters and digits, got {token!r}")
     checked = {key: check_identifier(value) for key, value in (names or {}).items()}
-    return _jinja().get_template(name).render(w=warehouse, token=token, n=checked, **shape)
+    return (
+        _jinja()
+        .get_template(name)
+        .render(w=warehouse, token=token, n=checked, features=features or DEFAULT_FEATURES, **shape)
+    )
+
+
+def feature_params(features: Sequence[StaticFeature]) -> dict[str, str]:
+    """The bound values of ``static_features.sql`` (``feature_<name>``: the value a share counts)."""
+    return {f"feature_{f.name}": f.value for f in features if f.value is not None}
 
 
 def split_statements(sql: str) -> list[str]:

@@ -26,7 +26,8 @@ from include.segmentation.adapters.warehouse import (
     render_sql,
     split_statements,
 )
-from include.segmentation.core.features import STATIC_FEATURES, TREND_FEATURES
+from include.segmentation.config import DEFAULT_FEATURES, StaticFeature
+from include.segmentation.core.features import SIZE_FEATURES, STATIC_FEATURES, TREND_FEATURES
 
 if TYPE_CHECKING:
     from snowflake.connector import SnowflakeConnection
@@ -37,7 +38,10 @@ log = logging.getLogger(__name__)
 
 STAGE_COLUMNS = ("MARKET_KEY", "SEGMENT_MONTH", "SEGMENT_ID", "MODEL_VERSION", "ALGORITHM", "RUN_ID")
 MIGRATION_COLUMNS = ("MARKET_KEY", "SEGMENT_MONTH", "PREVIOUS_MONTH", "PREVIOUS_SEGMENT_ID", "SEGMENT_ID", "MOVED")
-#: ``profiles.segment_profiles`` columns written to the profile table (upper-cased there).
+#: ``profiles.segment_profiles`` columns written to the profile table (upper-cased there). The seed's
+#: static features keep their columns (NULL when the configuration drops one); every static feature,
+#: the seed's or not, is also a row of the feature table (``feature_frame``), which needs no column
+#: per feature.
 PROFILE_FIELDS = (
     "n_markets",
     "share",
@@ -81,6 +85,7 @@ class RunRecord:
     quality: str | None = None  # JSON: per data-quality check its policy, count and example markets
     k_reason: str | None = None  # why this k (k_selection): the gap rule, continuity, or n_clusters
     training: str | None = None  # e.g. "converged after 1,200 steps (warm start from 2013-11)"
+    features: str | None = None  # JSON: the static features used, with template, kind, weight and clustered
 
 
 def run_record(
@@ -112,6 +117,7 @@ def run_record(
         quality=json.dumps(quality["checks"], sort_keys=True),
         k_reason=metrics.get("k_reason"),
         training=metrics.get("training"),
+        features=features_json(config.static_features),
     )
 
 
@@ -238,9 +244,10 @@ def profile_frame(profiles: pd.DataFrame, stage: pd.DataFrame, month: pd.Period,
     (``segment_frame``'s output) has, or a segment without a profile: profiles and SegmentIDs are
     written together and must describe the same segments.
     """
-    missing = [c for c in ("segment_id", *PROFILE_FIELDS) if c not in profiles.columns]
+    missing = [c for c in ("segment_id", *PROFILE_FIELDS) if c not in profiles.columns and c not in STATIC_FEATURES]
     if missing:
         raise ValueError(f"profiles frame is missing column(s) {missing}")
+    profiles = profiles.assign(**{c: np.nan for c in STATIC_FEATURES if c not in profiles.columns})
     # One row per segment, not per market: plain Python over k values is fine here.
     ids = [None if pd.isna(s) or s == -1 else int(s) for s in profiles["segment_id"]]
     assigned = {None if pd.isna(s) else int(s) for s in stage["SEGMENT_ID"].unique()}
@@ -264,6 +271,54 @@ def profile_frame(profiles: pd.DataFrame, stage: pd.DataFrame, month: pd.Period,
             out[name.upper()] = pd.Series([None if _missing(v) else str(v) for v in column], dtype="str")
     out["RUN_ID"] = _text_column(run.run_id, k)
     return pd.DataFrame(out)
+
+
+#: Kinds of the temporal statistics and size in the feature table (``profiles.market_trends``).
+TREND_KINDS = {"trend_slope": "ratio", "recent_growth": "ratio", "volatility": "ratio", "seasonality": "fraction"}
+TREND_KINDS |= dict.fromkeys(SIZE_FEATURES, "currency")
+
+
+def feature_frame(
+    profiles: pd.DataFrame, profile_stage: pd.DataFrame, run: RunRecord, features: tuple[StaticFeature, ...]
+) -> pd.DataFrame:
+    """The feature table's rows: one per segment and feature, long, so a changed feature set needs no new column.
+
+    Static ``features`` are segment means (``STATISTIC`` 'mean', ``KIND`` the feature's), the temporal
+    statistics and ``avg_monthly_revenue`` (where ``profiles`` has them) medians. ``profile_stage``
+    is ``profile_frame``'s output (its SEGMENT_MONTH and SEGMENT_ID, in ``profiles``' row order).
+    Raises ``ValueError`` naming a feature missing from ``profiles``.
+    """
+    missing = [f.name for f in features if f.name not in profiles.columns]
+    if missing:
+        raise ValueError(f"profiles frame is missing feature column(s) {missing}")
+    columns = [(f.name, "mean", f.kind) for f in features]
+    columns += [(name, "median", kind) for name, kind in TREND_KINDS.items() if name in profiles.columns]
+    k = len(profile_stage)
+    parts = [
+        pd.DataFrame(
+            {
+                "SEGMENT_MONTH": profile_stage["SEGMENT_MONTH"],
+                "SEGMENT_ID": profile_stage["SEGMENT_ID"],
+                "FEATURE": _text_column(name, k),
+                "STATISTIC": _text_column(statistic, k),
+                "VALUE": pd.to_numeric(profiles[name], errors="coerce").astype("float64").reset_index(drop=True),
+                "KIND": _text_column(kind, k),
+                "RUN_ID": _text_column(run.run_id, k),
+            }
+        )
+        for name, statistic, kind in columns
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def features_json(features: tuple[StaticFeature, ...]) -> str:
+    """The feature set a run used, for ``SEGMENTATION_RUN.FEATURES``: name, template, kind, weight, clustered."""
+    return json.dumps(
+        [
+            {"name": f.name, "template": f.template, "kind": f.kind, "weight": f.weight, "clustered": f.weight > 0}
+            for f in features
+        ]
+    )
 
 
 def _missing(value: object) -> bool:
@@ -325,12 +380,14 @@ def write_segments(
     previous_month: pd.Period | None = None,
     profiles: pd.DataFrame | None = None,
     overwrite_history: bool = False,
+    features: tuple[StaticFeature, ...] = DEFAULT_FEATURES,
 ) -> int:
     """Replace ``month``'s rows of the segment, migration and profile tables and record ``run``, atomically.
 
     ``segments`` has ``market_key``, ``segment_id`` and optionally ``previous_segment_id`` (the
     market's SegmentID in ``previous_month``); ``profiles`` is ``profiles.segment_profiles``' frame
-    (``None``: the month gets no profile rows, as old ones would describe other segments). Creates
+    (``None``: the month gets no profile rows, as old ones would describe other segments) with the
+    static ``features`` the run computed (their rows of the feature table). Creates
     the result tables on first use. Returns the number of segment rows written. Raises
     ``ValueError`` for bad rows before touching the warehouse, ``HistoryConflict`` (nothing written)
     when later months were aligned to ``month``'s stored SegmentIDs and this write would change them,
@@ -338,6 +395,7 @@ def write_segments(
     """
     stage = segment_frame(segments, month, run)
     profile_stage = profile_frame(profiles, stage, month, run) if profiles is not None else None
+    feature_stage = feature_frame(profiles, profile_stage, run, features) if profiles is not None else None
     migrations = migration_frame(stage, segments, previous_month)
     cur = conn.cursor()
     # DDL commits implicitly in Snowflake, so it and the bulk loads of this write's temporary staging
@@ -357,6 +415,7 @@ def write_segments(
     insert_frame(conn, f"{warehouse.migration_table}_STAGE_{token}", migrations)
     if profile_stage is not None:
         insert_frame(conn, f"{warehouse.profile_table}_STAGE_{token}", profile_stage)
+        insert_frame(conn, f"{warehouse.feature_table}_STAGE_{token}", feature_stage)
     params = {k: _bindable(v) for k, v in asdict(run).items()}
     params["segment_month"] = month.start_time.date()
     cur.execute("BEGIN")

@@ -57,13 +57,19 @@ def standardize(x: np.ndarray) -> np.ndarray:
     return z
 
 
-def _block(x: np.ndarray, weight: float) -> np.ndarray:
+def _block(x: np.ndarray, weight: float, shares: np.ndarray | None = None) -> np.ndarray:
     # After standardization a block's total variance equals its number of non-constant columns, so
     # 32 embedding dimensions would outvote 7 static features by count alone. Rescale so the block's
-    # total variance is `weight`, whatever its width.
+    # total variance is `weight`, whatever its width; inside the block column j holds shares[j] /
+    # (sum of the non-constant columns' shares) of it (equal shares: weight / width each).
     z = standardize(x)
-    width = int((z.std(axis=0) > 1e-12).sum())
-    return z * np.sqrt(weight / width) if width else z
+    live = z.std(axis=0) > 1e-12
+    if not live.any():
+        return z
+    if shares is None:
+        return z * np.sqrt(weight / int(live.sum()))
+    shares = np.where(live, np.asarray(shares, dtype=np.float64), 0.0)
+    return z * np.sqrt(weight * shares / shares.sum())
 
 
 def hybrid_features(
@@ -72,14 +78,17 @@ def hybrid_features(
     static_weight: float,
     size: np.ndarray | None = None,
     size_weight: float = 0.0,
+    feature_weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Concatenate the weighted static ``(n, s)``, size ``(n,)`` and embedding ``(n, e)`` blocks.
 
     Each block is standardized column-wise, then scaled so the static block holds ``static_weight``
-    (0-1) of the total variance, the size block ``size_weight`` and the embedding the rest. ``size``
-    is the market size on a log scale (``market_size``); without it, or with ``size_weight`` 0, the
-    result is ``(n, s + e)``, else ``(n, s + 1 + e)``. Raises ``ValueError`` on mismatched rows,
-    NaN/inf, or weights outside [0, 1] or summing past 1.
+    (0-1) of the total variance, the size block ``size_weight`` and the embedding the rest: weights
+    are variance shares. ``feature_weights`` ``(s,)`` (> 0; None: equal) split the static block's
+    share among its columns in proportion (a constant column gets none). ``size`` is the market size
+    on a log scale (``market_size``); without it, or with ``size_weight`` 0, the result is
+    ``(n, s + e)``, else ``(n, s + 1 + e)``. Raises ``ValueError`` on mismatched rows, NaN/inf, or
+    weights outside [0, 1] or summing past 1.
     """
     if static.shape[0] != embedding.shape[0]:
         raise ValueError(f"static has {static.shape[0]} markets but embedding has {embedding.shape[0]}")
@@ -87,7 +96,10 @@ def hybrid_features(
         raise ValueError(
             f"static_weight ({static_weight}) and size_weight ({size_weight}) must be in [0, 1] with a sum <= 1"
         )
-    blocks = [_block(static, static_weight)]
+    if feature_weights is not None and (len(feature_weights) != static.shape[1] or min(feature_weights) <= 0):
+        raise ValueError(f"feature_weights must be {static.shape[1]} values above 0, got {list(feature_weights)}")
+    equal = feature_weights is None or len(set(np.asarray(feature_weights, dtype=np.float64).tolist())) == 1
+    blocks = [_block(static, static_weight, None if equal else feature_weights)]
     if size is not None and size_weight > 0:
         if len(size) != len(static):
             raise ValueError(f"static has {static.shape[0]} markets but size has {len(size)}")
@@ -240,7 +252,7 @@ class ClusterResult:
     eps: float | None = None
 
 
-def _check_markets(static: np.ndarray, n: int, config: ClusterConfig) -> None:
+def _check_markets(static: np.ndarray, n: int, config: ClusterConfig, names: tuple[str, ...]) -> None:
     # Refuse what cannot be segmented before any work: too few markets, a density algorithm at a
     # size where it would run for hours, static features that cannot be standardized (named).
     if n < 3:
@@ -252,10 +264,10 @@ def _check_markets(static: np.ndarray, n: int, config: ClusterConfig) -> None:
             "markets (hours at a million). Use algorithm kmeans (MiniBatchKMeans at this size), or raise "
             "density_max_markets knowingly"
         )
-    if static.shape[1] == len(STATIC_FEATURES):
+    if static.shape[1] == len(names):
         with np.errstate(over="ignore", invalid="ignore"):
             ok = np.isfinite(static).all(axis=0) & np.isfinite(static.std(axis=0))
-        bad = [name for name, fine in zip(STATIC_FEATURES, ok, strict=True) if not fine]
+        bad = [name for name, fine in zip(names, ok, strict=True) if not fine]
         if bad:
             raise ValueError(f"static feature(s) {bad} contain NaN, infinite or too large values")
 
@@ -371,12 +383,16 @@ def cluster_markets(
     seed: int,
     size: np.ndarray | None = None,
     previous: np.ndarray | None = None,
+    feature_weights: np.ndarray | None = None,
+    names: tuple[str, ...] = STATIC_FEATURES,
 ) -> ClusterResult:
     """Cluster markets on hybrid features and score the hybrid, LSTM-only and static-only views.
 
-    ``static`` is ``(n_markets, len(STATIC_FEATURES))``, ``embedding`` ``(n_markets, embedding_dim)``,
-    ``size`` ``(n_markets,)`` log market size (``market_size``; weighed by ``config.size_weight``),
-    ``previous`` ``(n_markets,)`` last month's SegmentID per market (< 1: none).
+    ``static`` is ``(n_markets, len(names))`` (the clustered static features, named ``names``),
+    ``embedding`` ``(n_markets, embedding_dim)``, ``size`` ``(n_markets,)`` log market size
+    (``market_size``; weighed by ``config.size_weight``), ``previous`` ``(n_markets,)`` last month's
+    SegmentID per market (< 1: none), ``feature_weights`` ``(len(names),)`` the features' relative
+    weights inside the static block (``hybrid_features``).
 
     K-Means: k by the gap statistic's 1-SE rule among the k whose segments all hold at least
     ``min_segment_share`` of the markets, and with a previous month, kept unless the gap says
@@ -393,8 +409,8 @@ def cluster_markets(
 
     passive_openmp()  # before scikit-learn's OpenMP runtime starts (see its docstring)
     n = len(static)
-    _check_markets(static, n, config)
-    hybrid = hybrid_features(static, embedding, config.static_weight, size, config.size_weight)
+    _check_markets(static, n, config, names)
+    hybrid = hybrid_features(static, embedding, config.static_weight, size, config.size_weight, feature_weights)
     if not hybrid.any():
         raise ValueError(f"all {n} markets have identical features: there is nothing to segment")
     result = ClusterResult(

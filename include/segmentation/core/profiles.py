@@ -7,15 +7,17 @@ sentence built from the features on which a segment differs most from all market
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from include.segmentation.core.features import SIZE_FEATURES, STATIC_FEATURES, TREND_FEATURES
+from include.segmentation.config import DEFAULT_FEATURES, StaticFeature
+from include.segmentation.core.features import SIZE_FEATURES, TREND_FEATURES
 
-#: Per-market columns that ``segment_profiles`` summarises: means of these ...
-MEAN_FEATURES = STATIC_FEATURES
+#: Per-market columns that ``segment_profiles`` summarises: means of the static features (the
+#: configured ones, by default these) ...
+MEAN_FEATURES = tuple(f.name for f in DEFAULT_FEATURES)
 #: ... and medians of these (ratios and sizes are skewed: one market must not set its segment's value).
 MEDIAN_FEATURES = (*TREND_FEATURES, *SIZE_FEATURES)
 
@@ -111,32 +113,32 @@ def _mode(values: pd.Series) -> object:
     return counts.index[0] if len(counts) else None
 
 
-def segment_profiles(markets: pd.DataFrame) -> pd.DataFrame:
+def segment_profiles(markets: pd.DataFrame, features: Sequence[StaticFeature] = DEFAULT_FEATURES) -> pd.DataFrame:
     """One row per SegmentID from one row per market.
 
     ``markets`` has ``segment_id`` (-1 = unassigned), ``market_name``, ``country``,
-    ``territory_group``, the ``STATIC_FEATURES``, ``TREND_FEATURES`` and ``SIZE_FEATURES``. Returns
-    ``segment_id``, ``n_markets``, ``share`` (0-1 of all markets), the mean of every static feature
-    and the median of every temporal one and of ``avg_monthly_revenue`` (units as in
-    ``STATIC_FEATURES`` and ``market_trends``), ``main_group`` / ``main_country``
+    ``territory_group``, the static ``features``' columns, ``TREND_FEATURES`` and ``SIZE_FEATURES``.
+    Returns ``segment_id``, ``n_markets``, ``share`` (0-1 of all markets), the mean of every static
+    feature and the median of every temporal one and of ``avg_monthly_revenue`` (units as each
+    feature's ``kind`` and ``market_trends`` say), ``main_group`` / ``main_country``
     (most common value), ``group_share`` (0-1 of the segment in its main group), ``examples``
     (three market names) and ``description`` (``describe``). Raises ``ValueError`` naming missing
     columns or for an empty frame.
     """
-    needed = ("segment_id", "market_name", "country", "territory_group", *MEAN_FEATURES, *MEDIAN_FEATURES)
+    means = tuple(f.name for f in features)
+    needed = ("segment_id", "market_name", "country", "territory_group", *means, *MEDIAN_FEATURES)
     missing = [c for c in needed if c not in markets]
     if missing:
         raise ValueError(f"markets frame is missing column(s) {missing}")
     if markets.empty:
         raise ValueError("no markets to profile")
-    features = [*MEAN_FEATURES, *MEDIAN_FEATURES]
     # Warehouse NUMBER columns can arrive as Decimal; profiles are float statistics.
-    values = markets[features].apply(pd.to_numeric, errors="coerce").astype("float64")
+    values = markets[[*means, *MEDIAN_FEATURES]].apply(pd.to_numeric, errors="coerce").astype("float64")
     frame = pd.concat([markets[["segment_id", "market_name", "country", "territory_group"]], values], axis=1)
     grouped = frame.groupby("segment_id", sort=True)
     # Medians for the temporal ratios and sizes: one market growing from almost nothing, or one very
     # large market, would otherwise set its segment's "recent growth" or size on its own.
-    profiles = pd.concat([grouped[list(MEAN_FEATURES)].mean(), grouped[list(MEDIAN_FEATURES)].median()], axis=1)
+    profiles = pd.concat([grouped[list(means)].mean(), grouped[list(MEDIAN_FEATURES)].median()], axis=1)
     profiles.insert(0, "n_markets", grouped.size())
     profiles.insert(1, "share", profiles["n_markets"] / len(frame))
     profiles["main_group"] = grouped["territory_group"].agg(_mode)
@@ -146,7 +148,7 @@ def segment_profiles(markets: pd.DataFrame) -> pd.DataFrame:
     profiles["main_country"] = grouped["country"].agg(_mode)
     profiles["examples"] = grouped["market_name"].agg(lambda s: ", ".join(sorted(s.dropna().astype(str))[:3]))
     profiles = profiles.reset_index()
-    profiles["description"] = describe(profiles, values)
+    profiles["description"] = describe(profiles, values, phrases=phrases(features))
     return profiles
 
 
@@ -187,6 +189,27 @@ _PHRASES: dict[str, tuple[str | None, str | None, Callable[[float], str], str]] 
 }
 
 
+#: How a configured feature of each kind is worded when the seed's phrases do not cover it.
+_KIND_PHRASES: dict[str, tuple[str, str, Callable[[float], str]]] = {
+    "fraction": ("a high {w}", "a low {w}", lambda v: f"{100 * v:.1f}%"),
+    "currency": ("high {w}", "low {w}", lambda v: f"{v:,.0f}"),
+    "count": ("many {w}", "few {w}", lambda v: f"{v:.1f}"),
+    "ratio": ("high {w}", "low {w}", lambda v: f"{v:.2f}"),
+}
+
+
+def phrases(features: Sequence[StaticFeature]) -> dict[str, tuple[str | None, str | None, Callable[[float], str], str]]:
+    """The words and number formats ``describe`` uses: the seed's phrases for its own features and the
+    temporal ones, and for any other feature words from its label and a format from its kind
+    (fraction as a percentage, currency with thousands separators)."""
+    out = dict(_PHRASES)
+    for f in features:
+        if f.name not in _PHRASES:
+            high, low, fmt = _KIND_PHRASES[f.kind]
+            out[f.name] = (high.format(w=f.words), low.format(w=f.words), fmt, "{v} vs {c}")
+    return out
+
+
 def _trend_words(feature: str, value: float) -> str:
     # Under half a percent (a month, or on the previous months) is no direction worth a word.
     if feature == "trend_slope":
@@ -194,7 +217,12 @@ def _trend_words(feature: str, value: float) -> str:
     return "a recent upturn" if value > 0.005 else "a recent downturn" if value < -0.005 else "no recent change"
 
 
-def describe(profiles: pd.DataFrame, markets: pd.DataFrame, max_features: int = 3) -> list[str]:
+def describe(
+    profiles: pd.DataFrame,
+    markets: pd.DataFrame,
+    max_features: int = 3,
+    phrases: dict[str, tuple[str | None, str | None, Callable[[float], str], str]] | None = None,
+) -> list[str]:
     """A one-line description per profile row, e.g. "Europe markets with declining sales
     (-2.1%/month vs +0.4%) and a high Platinum share (31% vs 18%)".
 
@@ -209,7 +237,9 @@ def describe(profiles: pd.DataFrame, markets: pd.DataFrame, max_features: int = 
     means above the median printed. Words never contradict the numbers: "high"/"low" follow the
     printed comparison, trend words the sign of the segment's own value, and a feature whose two
     printed values are equal is not named. Unassigned markets (SegmentID -1) are called so.
+    ``phrases`` (``phrases(features)``; default: the seed's) word each feature.
     """
+    phrases = phrases or _PHRASES
     centre = markets.mean()
     medians = [c for c in MEDIAN_FEATURES if c in markets]
     centre[medians] = markets[medians].median()
@@ -229,7 +259,7 @@ def describe(profiles: pd.DataFrame, markets: pd.DataFrame, max_features: int = 
         z = ((scaled_values - scaled_centre) / std).dropna()
         parts = []
         for feature in z[z.abs() >= DESCRIBE_MIN_Z].abs().sort_values(ascending=False, kind="stable").index:
-            high, low, fmt, pair = _PHRASES[feature]
+            high, low, fmt, pair = phrases[feature]
             value, mid = fmt(float(values[feature])), fmt(float(centre[feature]))
             if value == mid:
                 continue  # no difference a reader could see

@@ -94,10 +94,11 @@ def market_findings(
     n_lines: np.ndarray | None = None,
     min_lines: int = 0,
     min_customers: int = 0,
+    features: tuple[str, ...] = STATIC_FEATURES,
 ) -> list[Finding]:
     """Checks on the extracted data itself.
 
-    ``static`` is ``static.parquet`` (``market_key``, ``STATIC_FEATURES``, ``n_known_customers``);
+    ``static`` is ``static.parquet`` (``market_key``, the ``features`` columns, ``n_known_customers``);
     ``markets`` ``(n,)`` keys of the monthly grid, ``revenue`` ``(n, n_months)`` net revenue per
     month (currency) and ``active`` ``(n, n_months)`` bool (months with sale lines), the last column
     being the run's month. ``n_lines`` ``(n, n_months)`` order lines per month (``None``: not
@@ -114,11 +115,11 @@ def market_findings(
     # every pair (27 s at 20,000 markets, hours at a million).
     has_static = np.isin(markets, static_keys.astype(str))
     # NUMBER columns may arrive as Decimal or None; compare them as floats (NULL -> NaN).
-    values = static[list(STATIC_FEATURES)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    values = static[list(features)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     known = pd.to_numeric(static["n_known_customers"], errors="coerce").fillna(0).to_numpy()
     # Beyond 1e100 a square overflows the variance: no real market has such a feature, so it is bad data.
     unusable = ~(np.abs(values) <= 1e100)  # NaN compares False: counted
-    bad_columns = [name for name, bad in zip(STATIC_FEATURES, unusable.any(axis=0), strict=True) if bad]
+    bad_columns = [name for name, bad in zip(features, unusable.any(axis=0), strict=True) if bad]
     constant = window_active.all(axis=1) & (np.ptp(window, axis=1) <= 1e-9 * np.abs(window).max(axis=1))
     empty = Finding("empty_month", 0, "months")
     if not active[:, -1].any():

@@ -346,7 +346,8 @@ def _physical_names(role: str, warehouse: WarehouseConfig) -> tuple[str, dict[st
     defaults = type(table)()
     # Column-name fields only: not the table name, the discount's kind or the (multi-column) line key.
     fields = [f for f in type(table).model_fields if f not in ("name", "discount_kind", "line_key")]
-    return table.name, {getattr(defaults, f): getattr(table, f) for f in fields}
+    # Optional columns (profit, cost) have no default name: the loaders call them PROFIT and COST.
+    return table.name, {getattr(defaults, f) or f.upper(): getattr(table, f) or f.upper() for f in fields}
 
 
 def load_star(conn: SnowflakeConnection, tables: dict[str, pd.DataFrame], warehouse: WarehouseConfig) -> dict[str, int]:

@@ -52,6 +52,7 @@ COMMON_NAMES: dict[str, tuple[str, ...]] = {
     "loyalty_status": ("loyalty_status", "loyalty", "loyalty_tier", "tier"),
     "lifetime_value": ("lifetime_value", "ltv", "clv", "customer_lifetime_value"),
     "quantity": ("quantity", "qty", "units", "order_quantity"),
+    "profit": ("profit", "gross_profit", "line_profit"),
     "product": ("product", "product_id", "product_key", "sku", "product_name"),
     "order_id": ("order_id", "order_number", "sales_order_number", "invoice", "invoice_id"),
     "market_name": ("market_name", "region_name", "territory_name", "state_name"),
@@ -86,6 +87,11 @@ class ColumnMapping(BaseModel):
     loyalty_status: str | None = Field(None, description="Optional; derived from spend when absent.")
     lifetime_value: str | None = Field(None, description="Optional; the customer's total amount when absent.")
     quantity: str | None = Field(None, description="Optional; 1 per line when absent.")
+    profit: str | None = Field(
+        None,
+        description="Optional: the line's profit (currency), loaded as FACT_SALE.PROFIT; map "
+        "warehouse.fact_sale.profit: PROFIT to use it in features such as margin.",
+    )
     product: str | None = Field(None, description="Optional product id; else products are (line, subcategory).")
     order_id: str | None = None
     market_name: str | None = None
@@ -513,7 +519,8 @@ def build_star(path: str | os.PathLike, mapping: ColumnMapping | None = None) ->
       latest order) or, when absent, are derived as ``demo_data`` does for AdventureWorks (LTV: the
       customer's total amount; tier: top 10% / 20% / 30% by LTV Platinum / Gold / Silver, the rest
       Standard);
-    - discounts are stored as fractions 0-1 (``discount_kind: fraction`` in the configuration).
+    - discounts are stored as fractions 0-1 (``discount_kind: fraction`` in the configuration);
+    - a ``profit`` column, when the file has one, becomes ``PROFIT`` (currency per line).
 
     Raises ``FlatFileError`` naming the file, column and first bad row: empty file, wrong
     delimiter, missing columns, empty keys, non-numeric or non-finite amounts, unparseable or
@@ -550,6 +557,7 @@ def build_star(path: str | os.PathLike, mapping: ColumnMapping | None = None) ->
             "SALES_AMOUNT": amount,
             "DISCOUNT_PCT": discount,
             "QUANTITY": quantity.astype("int64"),
+            **({"PROFIT": _number(source, cols["profit"], mapping.decimal)} if "profit" in cols else {}),
         }
     ).sort_values(["ORDER_DATE", "SALES_ORDER_NUMBER", "SALES_ORDER_LINE"], ignore_index=True, kind="stable")
     customer = _customers(source, cols, mapping, fact, len(ids), customer_key, dates)

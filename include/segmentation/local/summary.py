@@ -12,7 +12,7 @@ import pandas as pd
 
 from include.segmentation.adapters.warehouse import connect, query_frame, render_sql
 from include.segmentation.config import load_config
-from include.segmentation.core.features import STATIC_FEATURES, TREND_FEATURES
+from include.segmentation.core.features import TREND_FEATURES
 from include.segmentation.months import parse_month
 
 
@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = query_frame(conn, render_sql("month_segments.sql", config.warehouse), params)
         runs = query_frame(conn, render_sql("month_runs.sql", config.warehouse), params)
         profiles = query_frame(conn, render_sql("month_profiles.sql", config.warehouse), params)
+        features = query_frame(conn, render_sql("month_features.sql", config.warehouse), params)
     if rows.empty:
         print(f"no segments written for {month}")
         return 1
@@ -44,7 +45,16 @@ def main(argv: list[str] | None = None) -> int:
         print("no segment profiles written for this month")
         return 1
     profiles["segment"] = profiles["segment_id"].map(lambda v: "unassigned" if pd.isna(v) else str(int(v)))
-    columns = ["segment", "n_markets", *STATIC_FEATURES, *TREND_FEATURES, "main_group"]
+    # The month's own feature set, from the long feature table (the profile table's feature columns
+    # are the seed's seven only).
+    static = list(dict.fromkeys(features.loc[features["statistic"] == "mean", "feature"]))
+    wide = features.assign(segment_id=features["segment_id"].fillna(-1)).pivot_table(
+        index="segment_id", columns="feature", values="value", dropna=False
+    )
+    profiles = profiles.drop(columns=[c for c in static if c in profiles]).merge(
+        wide[static], left_on=profiles["segment_id"].fillna(-1), right_index=True, how="left"
+    )
+    columns = ["segment", "n_markets", *static, *TREND_FEATURES, "main_group"]
     fixed = {"display.width": 250, "display.max_columns": 30, "display.float_format": "{:,.3f}".format}
     with pd.option_context(*(x for item in fixed.items() for x in item)):
         print(profiles[columns].to_string(index=False))

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS {{ w.run_table }} (
 ALTER TABLE {{ w.run_table }} ADD COLUMN IF NOT EXISTS QUALITY VARCHAR;
 ALTER TABLE {{ w.run_table }} ADD COLUMN IF NOT EXISTS K_REASON VARCHAR;
 ALTER TABLE {{ w.run_table }} ADD COLUMN IF NOT EXISTS TRAINING VARCHAR;
+ALTER TABLE {{ w.run_table }} ADD COLUMN IF NOT EXISTS FEATURES VARCHAR;  -- JSON: static features, kinds, weights
 CREATE TABLE IF NOT EXISTS {{ w.migration_table }} (
     MARKET_KEY           VARCHAR NOT NULL,
     SEGMENT_MONTH        DATE    NOT NULL,
@@ -61,4 +62,15 @@ CREATE TABLE IF NOT EXISTS {{ w.profile_table }} (
     EXAMPLES             VARCHAR,
     DESCRIPTION          VARCHAR       NOT NULL,
     RUN_ID               VARCHAR       NOT NULL
+);
+-- Segment profiles, long: every feature a row, so a changed feature set needs no new column. Months
+-- written before this table existed are copied in from the profile table's columns by replace_month.sql.
+CREATE TABLE IF NOT EXISTS {{ w.feature_table }} (
+    SEGMENT_MONTH  DATE     NOT NULL,
+    SEGMENT_ID     NUMBER(4, 0),       -- NULL: the unassigned (noise) markets
+    FEATURE        VARCHAR  NOT NULL,  -- a static feature's name, a temporal statistic or avg_monthly_revenue
+    STATISTIC      VARCHAR  NOT NULL,  -- 'mean' over the segment's markets (static features), else 'median'
+    VALUE          FLOAT,
+    KIND           VARCHAR  NOT NULL,  -- fraction (0-1), currency, count or ratio
+    RUN_ID         VARCHAR  NOT NULL
 );

@@ -18,3 +18,4 @@ CREATE OR REPLACE TEMPORARY TABLE {{ w.migration_table }}_STAGE_{{ token }} (
     MOVED                BOOLEAN NOT NULL
 );
 CREATE OR REPLACE TEMPORARY TABLE {{ w.profile_table }}_STAGE_{{ token }} LIKE {{ w.profile_table }};
+CREATE OR REPLACE TEMPORARY TABLE {{ w.feature_table }}_STAGE_{{ token }} LIKE {{ w.feature_table }};

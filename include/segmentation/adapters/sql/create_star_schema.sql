@@ -34,5 +34,8 @@ CREATE OR REPLACE TABLE {{ w.fact_sale.name }} (
     {{ w.fact_sale.product_key }}   NUMBER(12, 0),
     {{ w.fact_sale.sales_amount }}  FLOAT,
     {{ w.fact_sale.discount }}      FLOAT,
-    {{ w.fact_sale.quantity }}      NUMBER(10, 0)
+    {{ w.fact_sale.quantity }}      NUMBER(10, 0),
+    -- optional measures (NULL when the source has none); the configuration maps them to use them
+    {{ w.fact_sale.profit or "PROFIT" }} FLOAT,
+    {{ w.fact_sale.cost or "COST" }}     FLOAT
 );
