@@ -279,6 +279,7 @@ class Warehouse:
                 stack.enter_context(mock.patch.object(steps, "connect", return_value=nullcontext()))
                 # no tables to check: the generated answers are the warehouse
                 stack.enter_context(mock.patch.object(contract, "check_contract", return_value={}))
+                stack.enter_context(mock.patch.object(contract, "derived_columns", return_value=[]))
             yield self
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -150,12 +151,16 @@ class WarehouseConfig(_Strict):
     feature_table: Identifier = Field(
         "SEGMENT_FEATURE", description="Segment profiles, long: one row per month, SegmentID and feature."
     )
+    derived_columns_table: Identifier = Field(
+        "DERIVED_COLUMNS",
+        description="Where a loader records columns it made up (TABLE_NAME, COLUMN_NAME, HOW); read if present.",
+    )
 
     @model_validator(mode="after")
     def _result_tables_are_new(self) -> WarehouseConfig:
         inputs = {self.fact_sale.name, self.territory.name, self.customer.name, self.product.name, self.date.name}
         results = [self.market_segment_table, self.run_table, self.migration_table, self.profile_table]
-        results += [self.feature_table]
+        results += [self.feature_table, self.derived_columns_table]
         staged = (self.market_segment_table, self.migration_table, self.profile_table, self.feature_table)
         results += [f"{t}_STAGE" for t in staged]
         if len(set(results)) < len(results) or inputs & set(results):
@@ -554,6 +559,11 @@ class SegmentationConfig(_Strict):
         min_length=1,
         description="The static features per market, in order; the defaults are the seed's seven.",
     )
+    cluster_derived_features: bool = Field(
+        False,
+        description="Cluster on features whose columns a loader derived (warehouse.derived_columns_table, e.g. "
+        "loyalty tiers made up from spend). Off: they are profiled and described, but do not drive the segments.",
+    )
     artifacts_dir: str = Field(
         "artifacts",
         min_length=1,
@@ -587,10 +597,12 @@ class SegmentationConfig(_Strict):
         """Every static feature's name, in order (the columns of ``static.parquet`` and the profiles)."""
         return tuple(f.name for f in self.static_features)
 
-    @property
-    def clustered_features(self) -> tuple[StaticFeature, ...]:
-        """The static features that drive clustering: those with a weight above 0."""
-        return tuple(f for f in self.static_features if f.weight > 0)
+    def clustered_features(self, derived: Collection[str] = ()) -> tuple[StaticFeature, ...]:
+        """The static features that drive clustering: a weight above 0, and not ``derived`` (names of
+        features on columns a loader made up) unless ``cluster_derived_features``."""
+        return tuple(
+            f for f in self.static_features if f.weight > 0 and (self.cluster_derived_features or f.name not in derived)
+        )
 
     def with_overrides(self, **params: object) -> SegmentationConfig:
         """Return a copy with run-level overrides (Airflow Params) applied and re-validated.

@@ -95,6 +95,21 @@ def run_facts(run: RunArtifacts) -> list[tuple[str, str]]:
     ]
 
 
+def feature_fact(features: Sequence[StaticFeature], clustered: Sequence[StaticFeature], derived: Sequence[str]) -> str:
+    """The report's line on the static features: each with its weight; which only profile the segments
+    (weight 0, or on a column the loader derived) and why."""
+    used = {f.name for f in clustered}
+    parts = []
+    for f in features:
+        note = f"weight {f.weight:g}"
+        if f.name in derived:
+            note += ", DERIVED by the loader" + ("" if f.name in used else ": profiled, not clustered")
+        elif f.name not in used:
+            note += ": profiled, not clustered"
+        parts.append(f"{f.name} ({note})")
+    return "; ".join(parts)
+
+
 def segment_label(segment_id: object) -> str:
     """``"3"`` for SegmentID 3; ``"unassigned"`` for -1, NaN, NA or None (DBSCAN/HDBSCAN noise)."""
     if pd.isna(segment_id) or int(segment_id) < 0:  # type: ignore[call-overload]
@@ -117,7 +132,7 @@ def pca_projection(
     """2-D PCA of the hybrid features the clustering saw (``clustering.hybrid_features``).
 
     ``segments``: one row per market with ``market_key``, ``segment_id`` and the clustered static
-    ``features``' columns (those with a weight above 0, weighted as the clustering weighed them);
+    ``features``' columns (``config.clustered_features``, weighted as the clustering weighed them);
     ``embeddings``: ``market_key`` and the embedding columns. Returns one row per market of
     ``segments`` with ``market_key``, ``market_name`` (the key when absent), ``segment`` (label),
     ``pc1``, ``pc2`` (unit-free scores) and, in ``attrs["explained"]``, the two components' shares
@@ -128,7 +143,7 @@ def pca_projection(
 
     from include.segmentation.core.clustering import hybrid_features
 
-    clustered = [f for f in features if f.weight > 0]
+    clustered = list(features)
     names = [f.name for f in clustered]
     missing = [c for c in ("market_key", "segment_id", *names) if c not in segments]
     if missing:
@@ -432,7 +447,8 @@ def render_report(run: RunArtifacts) -> str:
     metrics, model = inputs.metrics, inputs.model
     static_weight = run.config.clustering.static_weight
     k = int(metrics["n_clusters"])
-    projection = pca_projection(inputs.segments, inputs.embeddings, static_weight, run.config.static_features)
+    clustered = run.config.clustered_features(run.derived_features)
+    projection = pca_projection(inputs.segments, inputs.embeddings, static_weight, clustered)
     figures = {
         "pca": _figure_html(pca_figure(projection), "pca-plot"),
         "silhouette": _figure_html(silhouette_figure(metrics), "silhouette-plot"),
@@ -454,6 +470,7 @@ def render_report(run: RunArtifacts) -> str:
         ("algorithm", str(metrics.get("algorithm", "n/a"))),
         ("k (segments)", str(k)),
         ("why this k", str(metrics.get("k_reason") or "n/a")),
+        ("static features", feature_fact(run.config.static_features, clustered, run.derived_features)),
         ("markets segmented", str(len(inputs.segments))),
         ("markets excluded", str(inputs.excluded["market_key"].nunique())),
         ("unassigned share", _fmt(metrics.get("noise_fraction"), ".1%")),

@@ -73,16 +73,29 @@ def start_run(
 def check_warehouse(run: RunArtifacts) -> dict:
     """Check the warehouse against the configuration before any feature query (``adapters.contract``).
 
-    Writes ``run.contract`` (each mapped table's columns and types). Raises
+    Writes ``run.contract``: each mapped table's columns and types, the columns a loader derived
+    (``warehouse.derived_columns_table``) and the static features that read them. Raises
     ``contract.WarehouseContractError`` (a ``ValueError``: not retried) naming the config field,
     table and column of every missing or unusable column and every duplicated dimension key.
     """
-    from include.segmentation.adapters.contract import check_contract
+    from include.segmentation.adapters.contract import check_contract, derived_columns, derived_features
 
-    with connect(run.config.warehouse) as conn:
-        types = check_contract(conn, run.config.warehouse)
-    write_json(run.contract, types)
-    return {"tables": len(types)}
+    w = run.config.warehouse
+    with connect(w) as conn:
+        types = check_contract(conn, w)
+        derived = derived_columns(conn, w)
+    made_up = derived_features(run.config.static_features, w, derived)
+    if made_up:
+        log.warning(
+            "static feature(s) %s read columns the loader derived (%s): %s",
+            made_up,
+            ", ".join(f"{d['table']}.{d['column']}: {d['how']}" for d in derived),
+            "clustered anyway (cluster_derived_features)"
+            if run.config.cluster_derived_features
+            else "profiled, not clustered",
+        )
+    write_json(run.contract, {"types": types, "derived_columns": derived, "derived_features": made_up})
+    return {"tables": len(types), "derived_features": made_up}
 
 
 def extract_static_features(run: RunArtifacts) -> dict:
@@ -480,7 +493,12 @@ def cluster_markets(run: RunArtifacts) -> dict:
     static, embedding, size = _hybrid_inputs(run)
     previous, _ = _previous_ids(run)
     last_ids = static["market_key"].map(previous).fillna(-1).to_numpy(dtype=np.int64)
-    clustered = run.config.clustered_features
+    clustered = run.config.clustered_features(run.derived_features)
+    if not clustered:
+        raise ValueError(
+            f"every static feature with a weight reads a column the loader derived ({run.derived_features}): "
+            "nothing real to cluster on; add a feature, or set cluster_derived_features"
+        )
     names = tuple(f.name for f in clustered)
     result = fit(
         static[list(names)].to_numpy(dtype=np.float64),
@@ -612,7 +630,14 @@ def write_segments(run: RunArtifacts) -> dict:
 
     metrics, segments = read_json(run.metrics), read_parquet(run.segments)
     record = run_record(
-        run.run_id, run.config, run.month, metrics, segments, read_parquet(run.excluded), read_json(run.quality)
+        run.run_id,
+        run.config,
+        run.month,
+        metrics,
+        segments,
+        read_parquet(run.excluded),
+        read_json(run.quality),
+        run.derived_features,
     )
     result = {"rows_written": 0, "model_version": record.model_version, "dry_run": run.dry_run, "rerun": []}
     if run.dry_run:

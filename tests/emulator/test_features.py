@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from include.segmentation import steps as pipeline
 from include.segmentation.adapters.catalog import RunArtifacts
-from include.segmentation.adapters.storage import read_parquet
+from include.segmentation.adapters.storage import read_json, read_parquet
 from include.segmentation.adapters.warehouse import connect, feature_params, query_frame, render_sql
 from include.segmentation.config import SegmentationConfig
 from include.segmentation.local import flatfile
@@ -137,6 +137,40 @@ def test_without_margin_the_planted_margin_is_not_a_feature(tmp_path, retail_war
     profiles = read_parquet(RunArtifacts.open(result["folder"]).profiles)
     assert "margin" not in profiles
     assert not any("margin" in d for d in profiles["description"])
+
+
+def _features_used(config) -> dict[str, dict]:
+    with connect(config.warehouse) as conn:
+        record = query_frame(conn, "SELECT FEATURES FROM SEGMENTATION_RUN")
+    return {f["name"]: f for f in json.loads(record["features"].iloc[-1])}
+
+
+def test_features_on_columns_the_loader_derived_are_flagged_and_not_clustered(tmp_path, retail_warehouse):
+    """The file has no loyalty tier and no lifetime value: the loader makes them up from spend and says so."""
+    config = _config(tmp_path)
+    result = pipeline.run_month(config, pd.Period("2013-12", "M"), run_id="derived")
+    run = RunArtifacts.open(result["folder"])
+    derived = ["platinum_share", "gold_share", "silver_share", "avg_ltv"]
+    assert result["check_warehouse"]["derived_features"] == derived
+    contract = read_json(run.contract)
+    assert {(d["table"], d["column"]) for d in contract["derived_columns"]} == {
+        ("DIM_CUSTOMER", "LOYALTY_STATUS"),
+        ("DIM_CUSTOMER", "LIFETIME_VALUE"),
+    }
+    used = _features_used(config)
+    assert [n for n, f in used.items() if f["derived"]] == derived
+    assert [n for n, f in used.items() if f["clustered"]] == [
+        "avg_discount",
+        "total_product_lines",
+        "total_subcategories",
+    ]
+    assert set(read_parquet(run.profiles).columns) >= set(derived)  # still profiled
+    report = run.report.read_text()
+    assert "avg_ltv (weight 1, DERIVED by the loader: profiled, not clustered)" in report
+    # the configuration may say otherwise
+    knowingly = _config(tmp_path, cluster_derived_features=True)
+    pipeline.run_month(knowingly, pd.Period("2013-12", "M"), run_id="derived-clustered")
+    assert all(f["clustered"] for f in _features_used(knowingly).values())
 
 
 @pytest.mark.parametrize(

@@ -439,6 +439,7 @@ def _assert_published_is_the_real_run(plugin, real: dict, dry: dict) -> None:
         "rows_written": 12,
         "model_version": "lstm_hybrid_v2.0_20131231",
         "dry_run": False,
+        "rerun": [],
     }
     assert dry["write_segments"]["dry_run"] is True
     assert dry["cluster_markets"]["n_clusters"] == 3

@@ -98,4 +98,8 @@ def test_static_features_default_to_the_seed_seven_and_refuse_duplicates_and_no_
     # weight 0: profiled, not clustered
     lines = {"name": "lines", "template": "distinct_count", "column": "product_line", "kind": "count", "weight": 0}
     config = SegmentationConfig.model_validate({"static_features": [discount, lines]})
-    assert [f.name for f in config.clustered_features] == ["avg_discount"]
+    assert [f.name for f in config.clustered_features()] == ["avg_discount"]
+    # a feature on a column the loader made up is profiled, not clustered, unless configured
+    assert config.clustered_features(derived={"avg_discount"}) == ()
+    clustered = config.model_copy(update={"cluster_derived_features": True})
+    assert [f.name for f in clustered.clustered_features(derived={"avg_discount"})] == ["avg_discount"]

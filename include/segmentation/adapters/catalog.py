@@ -120,6 +120,13 @@ class RunArtifacts:
         """Write this month even when a later month was written from it (the ``overwrite_history`` Param)."""
         return bool(self.info.get("overwrite_history", False))
 
+    @property
+    def derived_features(self) -> tuple[str, ...]:
+        """Static features on columns a loader derived (``contract.json``; none before check_warehouse ran)."""
+        if not self.contract.exists():
+            return ()
+        return tuple(read_json(self.contract).get("derived_features", ()))
+
     def model_file(self, fingerprint: str) -> ObjectStoragePath:
         """The shared trained model with this fingerprint (``<artifacts_dir>/models/<fingerprint>.pt``)."""
         if not re.fullmatch(r"[0-9a-f]{64}", fingerprint):

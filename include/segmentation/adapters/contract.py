@@ -17,7 +17,7 @@ of a warehouse ``Binder Error`` retried as if it were transient, or worse, silen
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -28,7 +28,7 @@ from include.segmentation.adapters.warehouse import query_frame, render_sql
 if TYPE_CHECKING:
     from snowflake.connector import SnowflakeConnection
 
-    from include.segmentation.config import WarehouseConfig
+    from include.segmentation.config import StaticFeature, WarehouseConfig
 
 Kind = Literal["key", "number", "date", "text"]
 
@@ -195,6 +195,35 @@ def key_problems(conn: SnowflakeConnection, w: WarehouseConfig) -> list[str]:
             )
         problems.append(text)
     return problems
+
+
+def derived_columns(conn: SnowflakeConnection, w: WarehouseConfig) -> list[dict[str, str]]:
+    """Columns a loader made up (``warehouse.derived_columns_table``; none when it does not exist):
+    ``{"table", "column", "how"}`` each."""
+    exists = query_frame(conn, render_sql("table_exists.sql", w), {"table_name": w.derived_columns_table})
+    if not int(exists["n"].iloc[0]):
+        return []
+    rows = query_frame(conn, render_sql("derived_columns.sql", w))
+    return [
+        {"table": str(t).upper(), "column": str(c).upper(), "how": str(h)}
+        for t, c, h in rows[["table_name", "column_name", "how"]].itertuples(index=False)
+    ]
+
+
+def feature_columns(feature: StaticFeature, w: WarehouseConfig) -> list[tuple[str, str]]:
+    """The ``(table, column)`` pairs a static feature reads (the identifiers its config fields map)."""
+    if feature.template == "discount_rate":
+        return [(w.fact_sale.name, w.fact_sale.discount)]
+    table = {"customer_share": w.customer, "customer_average": w.customer, "distinct_count": w.product}.get(
+        feature.template, w.fact_sale
+    )
+    return [(table.name, getattr(table, role)) for role in (feature.column, feature.denominator) if role]
+
+
+def derived_features(features: Sequence[StaticFeature], w: WarehouseConfig, derived: list[dict]) -> list[str]:
+    """Names of the ``features`` that read a column a loader derived (``derived_columns``' rows)."""
+    made_up = {(d["table"], d["column"]) for d in derived}
+    return [f.name for f in features if made_up & set(feature_columns(f, w))]
 
 
 def check_contract(conn: SnowflakeConnection, w: WarehouseConfig) -> dict[str, dict[str, str]]:

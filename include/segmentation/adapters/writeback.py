@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import math
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -96,9 +97,11 @@ def run_record(
     segments: pd.DataFrame,
     excluded: pd.DataFrame,
     quality: dict,
+    derived: Collection[str] = (),
 ) -> RunRecord:
     """The run table's row for a month: ``metrics`` (``metrics.json``), the segments written, the
-    markets the data-quality gate excluded (counted once each) and its checks (``quality.json``)."""
+    markets the data-quality gate excluded (counted once each), its checks (``quality.json``) and the
+    static features on columns a loader ``derived`` (``contract.derived_features``)."""
     return RunRecord(
         run_id=run_id,
         model_version=model_version(config.model_version_prefix, month),
@@ -117,7 +120,7 @@ def run_record(
         quality=json.dumps(quality["checks"], sort_keys=True),
         k_reason=metrics.get("k_reason"),
         training=metrics.get("training"),
-        features=features_json(config.static_features),
+        features=features_json(config, derived),
     )
 
 
@@ -311,12 +314,15 @@ def feature_frame(
     return pd.concat(parts, ignore_index=True)
 
 
-def features_json(features: tuple[StaticFeature, ...]) -> str:
-    """The feature set a run used, for ``SEGMENTATION_RUN.FEATURES``: name, template, kind, weight, clustered."""
+def features_json(config: SegmentationConfig, derived: Collection[str] = ()) -> str:
+    """The feature set a run used, for ``SEGMENTATION_RUN.FEATURES``: per static feature its name,
+    template, kind, weight, whether it read a column a loader ``derived``, and whether it was clustered."""
+    clustered = {f.name for f in config.clustered_features(derived)}
     return json.dumps(
         [
-            {"name": f.name, "template": f.template, "kind": f.kind, "weight": f.weight, "clustered": f.weight > 0}
-            for f in features
+            {"name": f.name, "template": f.template, "kind": f.kind, "weight": f.weight}
+            | {"derived": f.name in derived, "clustered": f.name in clustered}
+            for f in config.static_features
         ]
     )
 

@@ -354,7 +354,9 @@ def load_star(conn: SnowflakeConnection, tables: dict[str, pd.DataFrame], wareho
     """Create the star schema tables (replacing existing ones) and bulk-load ``tables`` into them.
 
     Uses the connector's ``write_pandas`` (stage + COPY on Snowflake; a direct DuckDB insert when the
-    emulator runs in-process). Returns rows loaded per table.
+    emulator runs in-process). Columns a frame lists in ``frame.attrs["derived"]`` (column -> how it
+    was made up, e.g. loyalty tiers from spend) are recorded in ``warehouse.derived_columns_table``,
+    which the pipeline reads (``contract.derived_columns``). Returns rows loaded per table.
     """
     from snowflake.connector.pandas_tools import write_pandas
 
@@ -366,7 +368,7 @@ def load_star(conn: SnowflakeConnection, tables: dict[str, pd.DataFrame], wareho
         raise ValueError(
             f"unknown table role(s) {sorted(unknown)}; expected fact_sale, territory, customer, product, date"
         )
-    loaded = {}
+    loaded, derived = {}, []
     for role, frame in tables.items():
         name, renames = _physical_names(role, warehouse)
         frame = frame.rename(columns=renames)
@@ -376,4 +378,7 @@ def load_star(conn: SnowflakeConnection, tables: dict[str, pd.DataFrame], wareho
                 frame[col] = frame[col].dt.date
         write_pandas(conn, frame, name, quote_identifiers=False)
         loaded[name] = len(frame)
+        derived += [(name, renames.get(c, c), how) for c, how in frame.attrs.get("derived", {}).items()]
+    if derived:
+        cur.executemany(render_sql("insert_derived_column.sql", warehouse), derived)
     return loaded

@@ -475,6 +475,14 @@ def _customers(
                 other[:10],
                 list(TIERS),
             )
+    # What the file did not have is invented here: say so, in the warehouse (DERIVED_COLUMNS), so a run
+    # profiles such features but does not cluster on them unless its configuration says so.
+    derived = {}
+    if "lifetime_value" not in cols:
+        derived["LIFETIME_VALUE"] = "the customer's total amount in the file, over all markets and history"
+    if "loyalty_status" not in cols:
+        derived["LOYALTY_STATUS"] = "tiers by lifetime value percentile (top 10/20/30 %: Platinum/Gold/Silver)"
+    customer.attrs["derived"] = derived
     return customer
 
 

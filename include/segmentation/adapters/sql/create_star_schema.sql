@@ -39,3 +39,10 @@ CREATE OR REPLACE TABLE {{ w.fact_sale.name }} (
     {{ w.fact_sale.profit or "PROFIT" }} FLOAT,
     {{ w.fact_sale.cost or "COST" }}     FLOAT
 );
+-- Columns the loader made up because the source lacked them (e.g. loyalty tiers from spend): a run
+-- profiles features on them but does not cluster on them unless configured to (derived features).
+CREATE OR REPLACE TABLE {{ w.derived_columns_table }} (
+    TABLE_NAME   VARCHAR NOT NULL,
+    COLUMN_NAME  VARCHAR NOT NULL,
+    HOW          VARCHAR NOT NULL
+);
