@@ -400,6 +400,9 @@ class QualityConfig(_Strict):
         "exclude", description="None of the market's customers is in the dimension."
     )
     missing_static: FailOrExclude = Field("exclude", description="A static feature is NULL or not finite.")
+    fraction_range: AnyPolicy = Field(
+        "exclude", description="A static feature of kind fraction is above 1 (a share or rate over 100 %)."
+    )
 
     @model_validator(mode="after")
     def _loyalty_values(self) -> QualityConfig:

@@ -100,6 +100,25 @@ def test_percent_and_amount_discounts_become_fractions(tmp_path):
     assert list(build_star(path, ColumnMapping(discount_kind="amount"))["fact_sale"]["DISCOUNT_PCT"]) == [0.2, 0.0]
 
 
+def test_a_percent_discount_holding_fractions_is_refused_with_numbers(tmp_path):
+    path = write(tmp_path, csv_text("2013-11-05,A,c1,R,Road,80,0.15", "2013-11-06,A,c1,R,Road,50,0.3"))
+    message = refused(path, ColumnMapping(discount_kind="percent"))
+    assert "holds only values 0-1 (largest 0.3; 2 like 0.15)" in message
+    assert "set discount_kind: fraction" in message
+    # whole percentages up to 1 % are percentages
+    small = write(tmp_path, csv_text("2013-11-05,A,c1,R,Road,80,1", "2013-11-06,A,c1,R,Road,50,0"), "small.csv")
+    assert list(build_star(small, ColumnMapping(discount_kind="percent"))["fact_sale"]["DISCOUNT_PCT"]) == [0.01, 0.0]
+
+
+def test_an_amount_discount_larger_than_the_line_is_reported(tmp_path, caplog):
+    path = write(tmp_path, csv_text("2013-11-05,A,c1,R,Road,80,20", "2013-11-06,A,c1,R,Road,50,70"))
+    with caplog.at_level("WARNING"):
+        star = build_star(path, ColumnMapping(discount_kind="amount"))
+    assert "1 line(s) of 'discount' (discount_kind amount) take off more than the line's amount" in caplog.text
+    assert "discount 70 on amount 50" in caplog.text
+    assert list(star["fact_sale"]["DISCOUNT_PCT"].round(3)) == [0.2, 0.583]
+
+
 def test_loyalty_and_ltv_from_the_file_latest_value_per_customer(tmp_path):
     header = HEADER + ",loyalty_status,lifetime_value"
     rows = [

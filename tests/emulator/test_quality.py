@@ -51,6 +51,7 @@ def test_market_checks_flag_exactly_the_markets_at_fault():
         "no_sequence": ("NOSEQ", "STRANGERS"),
         "unknown_customers": ("STRANGERS",),
         "missing_static": ("NAN",),
+        "fraction_range": (),  # no fraction features named: not checked
     }
 
 
@@ -295,3 +296,21 @@ def test_a_thin_market_is_excluded_by_the_gate_with_its_numbers(tmp_path, emulat
         f"thin: 1 market(s), e.g. 'XX-THIN' (fewer than 10 order lines in the 6-month window: 'XX-THIN' 6 lines, "
         f"{customers}): {CHECKS_TEXT['thin']}; excluded"
     ]
+
+
+def test_a_fraction_feature_above_one_is_flagged_with_its_largest_value():
+    """A margin of 135 % (profit above sales: the profit column holds something else) is bad units, not a segment."""
+    keys = ["A", "B", "C"]
+    static = _static(keys, margin=[0.2, 1.35, 0.3], avg_ltv=[900.0, 1200.0, 2.5])  # LTV is currency: not checked
+    revenue = np.full((3, 6), 100.0)
+    found = {
+        f.check: f
+        for f in market_findings(
+            static, np.array(keys), revenue, revenue > 0, 6, 3, fractions=("margin", "platinum_share")
+        )
+    }
+    assert found["fraction_range"].markets == ("B",)
+    assert found["fraction_range"].detail == "margin up to 1.35 in 1 market(s)"
+    report = apply_policies(list(found.values()), QualityConfig())
+    assert set(report.excluded_markets) == {"B"}  # default policy: exclude
+    assert "fraction_range" in CHECKS_TEXT

@@ -37,6 +37,7 @@ CHECKS: dict[str, str] = {
     "no_sequence": "markets with static features but no monthly sales in the history",
     "unknown_customers": "markets none of whose customers is in the customer dimension",
     "missing_static": "markets with a NULL, non-finite or absurdly large (> 1e100) static feature",
+    "fraction_range": "markets with a fraction-kind static feature above 1 (a share or rate above 100 %: wrong units?)",
 }
 
 #: Offending market keys quoted in messages.
@@ -95,6 +96,7 @@ def market_findings(
     min_lines: int = 0,
     min_customers: int = 0,
     features: tuple[str, ...] = STATIC_FEATURES,
+    fractions: tuple[str, ...] = (),
 ) -> list[Finding]:
     """Checks on the extracted data itself.
 
@@ -105,8 +107,10 @@ def market_findings(
     counted) and ``static["n_customers"]`` (distinct customers in the window) feed ``thin``: a market
     with fewer than ``min_lines`` order lines summed over the last ``seq_len`` months, or fewer than
     ``min_customers`` customers, is too thin to describe (a threshold of 0 turns that half off).
+    ``fractions`` names the features of kind fraction (0-1), checked by ``fraction_range``.
     Returns findings for ``empty_month``, ``negative_months``, ``constant_series``, ``inactive``,
-    ``thin``, ``no_static``, ``no_sequence``, ``unknown_customers`` and ``missing_static``.
+    ``thin``, ``no_static``, ``no_sequence``, ``unknown_customers``, ``missing_static`` and
+    ``fraction_range``.
     """
     markets = np.asarray(markets, dtype=object).astype(str)
     static_keys = static["market_key"].astype(str).to_numpy()
@@ -142,7 +146,25 @@ def market_findings(
             tuple(sorted(static_keys[unusable.any(axis=1)])),
             f"in {', '.join(bad_columns)}" if bad_columns else "",
         ),
+        _above_one(static, static_keys, fractions),
     ]
+
+
+def _above_one(static: pd.DataFrame, keys: np.ndarray, fractions: tuple[str, ...]) -> Finding:
+    """``fraction_range``: markets with a fraction feature above 1, the largest value per feature quoted."""
+    if not fractions:
+        return Finding("fraction_range", 0, "markets")
+    values = static[list(fractions)].apply(pd.to_numeric, errors="coerce")
+    above = values > 1 + 1e-9  # NaN compares False (missing_static counts it)
+    finding = _finding("fraction_range", "markets", keys, above.any(axis=1).to_numpy())
+    if not finding.count:
+        return finding
+    worst = "; ".join(
+        f"{name} up to {values.loc[above[name], name].max():.3g} in {int(above[name].sum())} market(s)"
+        for name in fractions
+        if above[name].any()
+    )
+    return Finding(finding.check, finding.count, finding.unit, finding.markets, worst)
 
 
 def _thin(

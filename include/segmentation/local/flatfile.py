@@ -360,8 +360,28 @@ def _discount(source: _Source, column: str, mapping: ColumnMapping, amount: pd.S
             f"has {values.iloc[pos]:g}{hint}"
         )
     if mapping.discount_kind == "percent":
+        fractional = (values > 0) & (values < 1) & (values != values.round())
+        if values.max() <= 1 and fractional.any():
+            raise FlatFileError(
+                f"{source.path}: column {column!r} (discount_kind percent) holds only values 0-1 (largest "
+                f"{values.max():g}; {int(fractional.sum()):,} like {values[fractional].iloc[0]:g}): they look like "
+                "fractions, which as percentages would be 100 times too small; set discount_kind: fraction"
+            )
         return values / 100.0
     if mapping.discount_kind == "amount":
+        larger = values > amount.abs()
+        if larger.any():
+            pos = int(np.flatnonzero(larger.to_numpy())[0])
+            log.warning(
+                "%s: %d line(s) of %r (discount_kind amount) take off more than the line's amount, e.g. %s: "
+                "discount %g on amount %g (a discount above 50%% of the gross line, or the amount is not net)",
+                source.path,
+                int(larger.sum()),
+                column,
+                source.where(pos),
+                values.iloc[pos],
+                amount.iloc[pos],
+            )
         gross = amount + values
         return (values / gross.where(gross != 0)).fillna(0.0)
     return values
