@@ -177,3 +177,28 @@ def test_shared_ari_uses_only_shared_markets():
     value, n = stability.shared_ari(a, pd.Series([1], index=["A"]))
     assert np.isnan(value)
     assert n == 1
+
+
+def test_margin_main_tiny_finds_the_margin_halves_only_with_margin_as_a_feature(tmp_path):
+    from benchmarks import margin
+
+    saved = tmp_path / "margin.txt"
+    aris = margin.main(["--markets", "24", "--seeds", "1", "--min-steps", "5", "--output", str(saved)])
+    assert list(aris) == list(margin.ROWS)
+    without, weight1, weight3 = (aris[label][0] for label in margin.ROWS)
+    assert abs(without) < 0.2  # margin is not a feature: the halves are invisible
+    assert weight3 > 0.5
+    assert weight3 > without + 0.4
+    text = saved.read_text()
+    assert "seven + margin, weight 3" in text
+    assert "ARI vs margin halves" in text
+
+
+def test_margin_markets_differ_only_in_margin():
+    from benchmarks.margin import HIGH, LOW, margin_markets
+
+    planted, margin, half = margin_markets(40, seed=0)
+    assert len(set(planted.segment.tolist())) == 1  # one temporal pattern, one static mix
+    assert half.sum() == 20
+    assert abs(margin[half == 1].mean() - HIGH) < 0.02
+    assert abs(margin[half == 0].mean() - LOW) < 0.02
