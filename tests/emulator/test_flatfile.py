@@ -488,3 +488,11 @@ def test_the_loaded_star_matches_a_direct_load(tmp_path, fake_conn):
     star = build_star(write(tmp_path, csv_text(*GOOD_ROWS)))
     loaded = load_star(fake_conn, star, SegmentationConfig().warehouse)
     assert loaded == {"FACT_SALE": 3, "DIM_TERRITORY": 2, "DIM_CUSTOMER": 3, "DIM_PRODUCT": 3, "DIM_DATE": 61}
+
+
+def test_profit_and_cost_columns_are_loaded_when_the_file_has_them(tmp_path):
+    header = HEADER + ",Profit,COGS"
+    path = write(tmp_path, csv_text("2013-11-05,A,c1,R,Road,80,0,12.5,40", header=header))
+    fact = build_star(path)["fact_sale"]
+    assert (fact["PROFIT"].iloc[0], fact["COST"].iloc[0]) == (12.5, 40.0)
+    assert "PROFIT" not in build_star(write(tmp_path, csv_text(*GOOD_ROWS), "plain.csv"))["fact_sale"]

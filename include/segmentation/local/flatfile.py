@@ -53,6 +53,7 @@ COMMON_NAMES: dict[str, tuple[str, ...]] = {
     "lifetime_value": ("lifetime_value", "ltv", "clv", "customer_lifetime_value"),
     "quantity": ("quantity", "qty", "units", "order_quantity"),
     "profit": ("profit", "gross_profit", "line_profit"),
+    "cost": ("cost", "line_cost", "cogs", "cost_of_goods"),
     "product": ("product", "product_id", "product_key", "sku", "product_name"),
     "order_id": ("order_id", "order_number", "sales_order_number", "invoice", "invoice_id"),
     "market_name": ("market_name", "region_name", "territory_name", "state_name"),
@@ -91,6 +92,9 @@ class ColumnMapping(BaseModel):
         None,
         description="Optional: the line's profit (currency), loaded as FACT_SALE.PROFIT; map "
         "warehouse.fact_sale.profit: PROFIT to use it in features such as margin.",
+    )
+    cost: str | None = Field(
+        None, description="Optional: the line's cost (currency), loaded as FACT_SALE.COST (warehouse.fact_sale.cost)."
     )
     product: str | None = Field(None, description="Optional product id; else products are (line, subcategory).")
     order_id: str | None = None
@@ -548,7 +552,8 @@ def build_star(path: str | os.PathLike, mapping: ColumnMapping | None = None) ->
       customer's total amount; tier: top 10% / 20% / 30% by LTV Platinum / Gold / Silver, the rest
       Standard);
     - discounts are stored as fractions 0-1 (``discount_kind: fraction`` in the configuration);
-    - a ``profit`` column, when the file has one, becomes ``PROFIT`` (currency per line).
+    - ``profit`` and ``cost`` columns, when the file has them, become ``PROFIT`` and ``COST``
+      (currency per line).
 
     Raises ``FlatFileError`` naming the file, column and first bad row: empty file, wrong
     delimiter, missing columns, empty keys, non-numeric or non-finite amounts, unparseable or
@@ -585,7 +590,11 @@ def build_star(path: str | os.PathLike, mapping: ColumnMapping | None = None) ->
             "SALES_AMOUNT": amount,
             "DISCOUNT_PCT": discount,
             "QUANTITY": quantity.astype("int64"),
-            **({"PROFIT": _number(source, cols["profit"], mapping.decimal)} if "profit" in cols else {}),
+            **{
+                role.upper(): _number(source, cols[role], mapping.decimal)
+                for role in ("profit", "cost")
+                if role in cols
+            },
         }
     ).sort_values(["ORDER_DATE", "SALES_ORDER_NUMBER", "SALES_ORDER_LINE"], ignore_index=True, kind="stable")
     customer = _customers(source, cols, mapping, fact, len(ids), customer_key, dates)
