@@ -558,9 +558,7 @@ class SegmentationConfig(_Strict):
     clustering: ClusterConfig = ClusterConfig()
     quality: QualityConfig = QualityConfig()
     static_features: tuple[StaticFeature, ...] = Field(
-        DEFAULT_FEATURES,
-        min_length=1,
-        description="The static features per market, in order; the defaults are the seed's seven.",
+        DEFAULT_FEATURES, description="The static features per market, in order; the defaults are the seed's seven."
     )
     cluster_derived_features: bool = Field(
         False,
@@ -579,6 +577,8 @@ class SegmentationConfig(_Strict):
 
     @model_validator(mode="after")
     def _features(self) -> SegmentationConfig:
+        if not self.static_features:
+            raise ValueError("static_features: list at least one feature")
         names = [f.name for f in self.static_features]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
