@@ -327,6 +327,13 @@ def test_a_bad_mapping_file_names_the_key(tmp_path):
     mapping.write_text("discount_kind: percentage\n")
     with pytest.raises(FlatFileError, match="discount_kind: Input should be 'fraction', 'percent' or 'amount'"):
         ColumnMapping.from_file(mapping)
+    # an unknown key's message lists the valid ones; a tab in the YAML is the project's own error
+    mapping.write_text("ammount: Sales\n")
+    with pytest.raises(FlatFileError, match=r"\(the keys are: order_date, market, customer, .*profit, cost"):
+        ColumnMapping.from_file(mapping)
+    mapping.write_text("market: State\n\tamount: Sales\n")
+    with pytest.raises(FlatFileError, match="mapping.yaml is not valid YAML/JSON"):
+        ColumnMapping.from_file(mapping)
 
 
 # -- the CLI and the embedded warehouse ---------------------------------------------------------
@@ -496,3 +503,21 @@ def test_profit_and_cost_columns_are_loaded_when_the_file_has_them(tmp_path):
     fact = build_star(path)["fact_sale"]
     assert (fact["PROFIT"].iloc[0], fact["COST"].iloc[0]) == (12.5, 40.0)
     assert "PROFIT" not in build_star(write(tmp_path, csv_text(*GOOD_ROWS), "plain.csv"))["fact_sale"]
+
+
+def test_with_region_and_state_the_finer_column_is_the_market_and_the_choice_is_said(tmp_path):
+    header = "order_date,Region,State,customer,product_line,subcategory,amount,discount"
+    rows = [f"2013-12-{d:02d},{'East' if d % 2 else 'West'},S{d % 5},c{d},R,Road,10,0" for d in range(1, 21)]
+    star = build_star(write(tmp_path, csv_text(*rows, header=header)))
+    assert sorted(star["fact_sale"]["MARKET_KEY"].unique()) == ["S0", "S1", "S2", "S3", "S4"]
+    text = flatfile.describe_star(star, seq_len=6)
+    assert "market <- 'State'" in text
+    assert "market: 'State' (5 values) chosen over 'Region' (2 values)" in text
+    assert "warning: only 5 markets" in text
+
+
+def test_a_file_ending_a_day_before_the_month_end_has_that_month_complete(tmp_path):
+    ends_30th = build_star(write(tmp_path, csv_text(*GOOD_ROWS, "2013-12-30,B,c3,R,Helmets,30,0"), "a.csv"))
+    assert "latest complete month: 2013-12" in flatfile.describe_star(ends_30th)
+    ends_20th = build_star(write(tmp_path, csv_text(*GOOD_ROWS, "2013-12-20,B,c3,R,Helmets,30,0"), "b.csv"))
+    assert "latest complete month: 2013-11" in flatfile.describe_star(ends_20th)

@@ -62,6 +62,11 @@ COMMON_NAMES: dict[str, tuple[str, ...]] = {
 }
 REQUIRED = ("order_date", "market", "customer", "product_line", "subcategory", "amount", "discount")
 
+#: The data's last month counts as complete when its sales reach this close to the month's last day.
+COMPLETE_WITHIN = pd.Timedelta(days=3)
+#: Fewer markets than this get a warning: is the market column the one meant?
+FEW_MARKETS = 10
+
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 
 
@@ -132,9 +137,18 @@ class ColumnMapping(BaseModel):
             raise FlatFileError(f"mapping file {path} not found") from err
         except ValidationError as err:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            if any(e["type"] == "extra_forbidden" for e in err.errors()):
+                problems += f" (the keys are: {', '.join(cls.model_fields)})"
             raise FlatFileError(f"mapping file {path}: {problems}") from err
-        except (ValueError, ImportError) as err:  # YAML / JSON syntax
+        except (ValueError, ImportError, _yaml_error()) as err:  # YAML / JSON syntax
             raise FlatFileError(f"mapping file {path} is not valid YAML/JSON: {err}") from err
+
+
+def _yaml_error() -> type[Exception]:
+    # yaml.YAMLError (a tab in the indentation, say) is not a ValueError.
+    import yaml
+
+    return yaml.YAMLError
 
 
 def _norm(name: object) -> str:
@@ -231,8 +245,21 @@ def _read(path: Path, mapping: ColumnMapping) -> _Source:
     return source
 
 
+def _detect(source: _Source, by_norm: dict[str, str], role: str, candidates: tuple[str, ...]) -> str | None:
+    # The first candidate present; for the market, the present candidate with the most distinct values
+    # (a file with Region and State: 4 regions would be 4 "markets").
+    present = [by_norm[c] for c in candidates if c in by_norm]
+    if role == "market":
+        present.sort(key=lambda c: -source.frame[c].nunique())
+    return present[0] if present else None
+
+
 def _resolve_columns(source: _Source, mapping: ColumnMapping) -> dict[str, str]:
-    """Role -> the file's column name, for every role found; raises naming missing required roles."""
+    """Role -> the file's column name, for every role found; raises naming missing required roles.
+
+    Names are matched by ``COMMON_NAMES`` in order; for the market, when several candidates are present
+    (Region and State), the one with the most distinct values wins (``describe_star`` says which).
+    """
     by_norm: dict[str, str] = {}
     for col in source.frame.columns:
         by_norm.setdefault(_norm(col), col)
@@ -248,7 +275,7 @@ def _resolve_columns(source: _Source, mapping: ColumnMapping) -> dict[str, str]:
             else:
                 missing.append(f"{role} (mapping says column {wanted!r})")
             continue
-        match = next((by_norm[c] for c in candidates if c in by_norm), None)
+        match = _detect(source, by_norm, role, candidates)
         if match is not None:
             found[role] = match
         elif role in REQUIRED:
@@ -599,6 +626,9 @@ def build_star(path: str | os.PathLike, mapping: ColumnMapping | None = None) ->
     ).sort_values(["ORDER_DATE", "SALES_ORDER_NUMBER", "SALES_ORDER_LINE"], ignore_index=True, kind="stable")
     customer = _customers(source, cols, mapping, fact, len(ids), customer_key, dates)
     territory = _territory(source, cols, markets)
+    fact.attrs["columns"] = dict(cols)  # role -> file column, for describe_star
+    others = [c for c in source.frame.columns if _norm(c) in COMMON_NAMES["market"] and c != cols["market"]]
+    fact.attrs["market_alternatives"] = {c: int(source.frame[c].nunique()) for c in others}
     return {
         "fact_sale": fact,
         "territory": territory,
@@ -613,18 +643,36 @@ def describe_star(tables: dict[str, pd.DataFrame], seq_len: int = 12) -> str:
     fact = tables["fact_sale"]
     first, last = fact["ORDER_DATE"].min().to_period("M"), fact["ORDER_DATE"].max().to_period("M")
     n_months = (last - first).n + 1
-    # The newest month whose sales are complete: the data's last month only if it reaches its last day.
-    complete = last if fact["ORDER_DATE"].max() >= last.end_time.normalize() else last - 1
+    # The newest month whose sales are complete: the data's last month if it reaches its last
+    # COMPLETE_WITHIN days (a file ending on 30 December has December: the 31st may have no sales).
+    complete = last if fact["ORDER_DATE"].max() >= last.end_time.normalize() - COMPLETE_WITHIN else last - 1
+    n_markets = fact["MARKET_KEY"].nunique()
     lines = [
-        f"{len(fact):,} sale lines, {fact['MARKET_KEY'].nunique()} markets, "
+        f"{len(fact):,} sale lines, {n_markets} markets, "
         f"{tables['customer'].shape[0]:,} customers, {tables['product'].shape[0]} products",
         f"orders from {fact['ORDER_DATE'].min():%Y-%m-%d} to {fact['ORDER_DATE'].max():%Y-%m-%d} ({n_months} months)",
         f"loyalty tiers: {tables['customer']['LOYALTY_STATUS'].value_counts().to_dict()}",
     ]
     if n_months < seq_len:
         lines.append(f"warning: {n_months} months of history is less than seq_len={seq_len}; set a shorter seq_len")
-    if fact["MARKET_KEY"].nunique() < 3:
+    columns = fact.attrs.get("columns", {})
+    if columns:
+        lines.append("columns: " + ", ".join(f"{role} <- {col!r}" for role, col in columns.items()))
+    alternatives = fact.attrs.get("market_alternatives", {})
+    if alternatives:
+        shown = ", ".join(f"{c!r} ({n} values)" for c, n in alternatives.items())
+        lines.append(
+            f"market: {columns.get('market')!r} ({n_markets} values) chosen over {shown}; "
+            "name another in a mapping file (market: ...)"
+        )
+    if n_markets < 3:
         lines.append("warning: fewer than 3 markets: there is nothing to segment")
+    elif n_markets < FEW_MARKETS:
+        column = columns.get("market", "the market")
+        lines.append(
+            f"warning: only {n_markets} markets: segments of so few say little; is {column!r} the column you "
+            "meant as the market (a store, state or city)?"
+        )
     lines.append(f"latest complete month: {complete} (e.g. DEMO_MONTH={complete})")
     return "\n".join(lines)
 
