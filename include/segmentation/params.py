@@ -19,6 +19,7 @@ def run_params(defaults: SegmentationConfig) -> dict[str, Param]:
             type=["null", "string"],
             pattern=MONTH_PATTERN,
             title="Target month",
+            section="Month",
             description="YYYY-MM to segment. Empty: the month of the run's logical date once that month is "
             "over (2013-12-01 segments 2013-12, in any timezone); the form's default logical date is now, so "
             "empty here means the last complete month.",
@@ -29,6 +30,7 @@ def run_params(defaults: SegmentationConfig) -> dict[str, Param]:
             minimum=6,
             maximum=24,
             title="Window length (months)",
+            section="Model and segments",
             description="Months of history per market, 6-24.",
         ),
         "algorithm": Param(
@@ -36,6 +38,9 @@ def run_params(defaults: SegmentationConfig) -> dict[str, Param]:
             type="string",
             enum=["kmeans", "dbscan", "hdbscan"],
             title="Clustering algorithm",
+            section="Model and segments",
+            description="kmeans: k by the gap statistic (or n_clusters); dbscan / hdbscan: density-based, markets "
+            "in no dense region are unassigned (noise); fewer than 2 segments fails the run.",
         ),
         "n_clusters": Param(
             defaults.clustering.n_clusters,
@@ -43,6 +48,7 @@ def run_params(defaults: SegmentationConfig) -> dict[str, Param]:
             minimum=2,
             maximum=50,
             title="Number of segments",
+            section="Model and segments",
             description="K-Means only (DBSCAN/HDBSCAN ignore it); empty: chosen by the gap statistic, kept from "
             "last month unless the data say otherwise.",
         ),
@@ -52,6 +58,7 @@ def run_params(defaults: SegmentationConfig) -> dict[str, Param]:
             minimum=0,
             maximum=1,
             title="Static weight",
+            section="Model and segments",
             description="Share (0-1) of the static block in the hybrid features.",
         ),
         "epochs": Param(
@@ -60,13 +67,21 @@ def run_params(defaults: SegmentationConfig) -> dict[str, Param]:
             minimum=1,
             maximum=10_000,
             title="Maximum training epochs",
+            section="Model and segments",
             description="Training stops earlier when the loss stops improving, or at model.max_steps.",
         ),
-        "dry_run": Param(False, type="boolean", title="Dry run", description="Compute everything, write nothing."),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            section="Run",
+            description="Compute everything (report included), write nothing to the warehouse.",
+        ),
         "overwrite_history": Param(
             False,
             type="boolean",
             title="Overwrite history",
+            section="Run",
             description="Re-write this month even though a later month was already written and aligned to it "
             "(its SegmentIDs, migrations and stability then refer to the old ids: re-run the later months "
             "afterwards, in order). Off: such a run is refused and names the months to re-run.",
@@ -75,6 +90,7 @@ def run_params(defaults: SegmentationConfig) -> dict[str, Param]:
             False,
             type="boolean",
             title="Start fresh (force retrain)",
+            section="Run",
             description="Train from scratch (no warm start from last month's model) and choose k and segment "
             "centres afresh, even if this month's model exists. Segments are still matched to last month's "
             "SegmentIDs.",

@@ -67,6 +67,20 @@ def start_run(
     run.start()
     reason = run.info.get("month_reason", "given")
     log.info("run %s segments %s (%s); its files are in %s", run_id, month, reason, run.folder)
+    c = config.clustering
+    log.info(
+        "effective settings: seq_len=%d epochs=%d algorithm=%s n_clusters=%s static_weight=%g dry_run=%s "
+        "force_retrain=%s overwrite_history=%s; static features %s",
+        config.sequences.seq_len,
+        config.model.epochs,
+        c.algorithm,
+        c.n_clusters if c.n_clusters is not None else "chosen (gap statistic)",
+        c.static_weight,
+        run.dry_run,
+        run.fresh,
+        run.overwrite_history,
+        ", ".join(f"{f.name} (weight {f.weight:g})" for f in config.static_features),
+    )
     return run
 
 
