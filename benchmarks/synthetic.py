@@ -269,12 +269,19 @@ class Warehouse:
         self.rows[name] = self.rows.get(name, 0) + len(frame)
         return frame
 
+    def table_exists(self, conn: Any, warehouse: Any, table: str) -> bool:
+        """``warehouse.table_exists`` through this object's queries (answered offline by ``table_exists``)."""
+        found = self.query_frame(conn, self.render_sql("table_exists.sql", warehouse), {"table_name": table})
+        return bool(int(found["n"].iloc[0]))
+
     @contextmanager
     def patched(self):
-        """Route the steps' ``render_sql`` / ``query_frame`` (and, offline, ``connect``) through this object."""
+        """Route the steps' ``render_sql`` / ``query_frame`` / ``table_exists`` (and, offline, ``connect``)
+        through this object."""
         with ExitStack() as stack:
             stack.enter_context(mock.patch.object(steps, "render_sql", self.render_sql))
             stack.enter_context(mock.patch.object(steps, "query_frame", self.query_frame))
+            stack.enter_context(mock.patch.object(steps, "table_exists", self.table_exists))
             if self.offline:
                 stack.enter_context(mock.patch.object(steps, "connect", return_value=nullcontext()))
                 # no tables to check: the generated answers are the warehouse

@@ -501,29 +501,16 @@ class StaticFeature(_Strict):
 #: The seed's seven static features: their order is the column order of every frame that carries them.
 DEFAULT_FEATURES = (
     StaticFeature(name="avg_discount", template="discount_rate", kind="fraction", label="discounts"),
-    StaticFeature(
-        name="platinum_share",
-        template="customer_share",
-        column="loyalty_status",
-        value="Platinum",
-        kind="fraction",
-        label="Platinum share",
-    ),
-    StaticFeature(
-        name="gold_share",
-        template="customer_share",
-        column="loyalty_status",
-        value="Gold",
-        kind="fraction",
-        label="Gold share",
-    ),
-    StaticFeature(
-        name="silver_share",
-        template="customer_share",
-        column="loyalty_status",
-        value="Silver",
-        kind="fraction",
-        label="Silver share",
+    *(
+        StaticFeature(
+            name=f"{tier.lower()}_share",
+            template="customer_share",
+            column="loyalty_status",
+            value=tier,
+            kind="fraction",
+            label=f"{tier} share",
+        )
+        for tier in ("Platinum", "Gold", "Silver")
     ),
     StaticFeature(
         name="avg_ltv",

@@ -36,7 +36,7 @@ from include.segmentation.adapters.storage import (
     write_parquet,
     write_text,
 )
-from include.segmentation.adapters.warehouse import connect, feature_params, query_frame, render_sql
+from include.segmentation.adapters.warehouse import connect, feature_params, query_frame, render_sql, table_exists
 from include.segmentation.config import SegmentationConfig
 from include.segmentation.core import sequences as seq
 from include.segmentation.core.features import SEQUENCE_FEATURES
@@ -307,7 +307,7 @@ def read_previous(run: RunArtifacts) -> dict:
     ids = pd.DataFrame({"market_key": pd.Series(dtype=str), "segment_id": pd.Series(dtype="float64")})
     previous: dict[str, Any] = {"month": None, "run_id": None, "max_id": 0}
     with connect(w) as conn:
-        if _table_exists(conn, w, w.market_segment_table):
+        if table_exists(conn, w, w.market_segment_table):
             prev = query_frame(
                 conn, render_sql("previous_segments.sql", w), {"segment_month": run.month.start_time.date()}
             )
@@ -323,10 +323,6 @@ def read_previous(run: RunArtifacts) -> dict:
     write_parquet(ids, run.previous_segments)
     write_json(run.previous, previous)
     return {"previous_month": previous["month"], "previous_run_id": previous["run_id"]}
-
-
-def _table_exists(conn, warehouse, table: str) -> bool:
-    return bool(int(query_frame(conn, render_sql("table_exists.sql", warehouse), {"table_name": table})["n"].iloc[0]))
 
 
 def _previous_ids(run: RunArtifacts) -> tuple[pd.Series, dict]:
@@ -662,7 +658,7 @@ def write_segments(run: RunArtifacts) -> dict:
     columns = ["market_key", "segment_id", "previous_segment_id"]
     w = run.config.warehouse
     with connect(w) as conn:
-        if run.overwrite_history and _table_exists(conn, w, w.market_segment_table):
+        if run.overwrite_history and table_exists(conn, w, w.market_segment_table):
             stale = months_to_rerun(conn, w, segment_frame(segments, run.month, record), run.month)
             result["rerun"] = [str(m) for m in stale]
         result["rows_written"] = write(

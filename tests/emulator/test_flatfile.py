@@ -324,13 +324,13 @@ def test_a_bad_mapping_file_names_the_key(tmp_path):
     mapping.write_text("ammount: Sales\n")
     with pytest.raises(FlatFileError, match=r"mapping file .*mapping.yaml: ammount: Extra inputs are not permitted"):
         ColumnMapping.from_file(mapping)
+    # an unknown key's message lists the valid ones
+    with pytest.raises(FlatFileError, match=r"\(the keys are: order_date, market, customer, .*profit, cost"):
+        ColumnMapping.from_file(mapping)
     mapping.write_text("discount_kind: percentage\n")
     with pytest.raises(FlatFileError, match="discount_kind: Input should be 'fraction', 'percent' or 'amount'"):
         ColumnMapping.from_file(mapping)
-    # an unknown key's message lists the valid ones; a tab in the YAML is the project's own error
-    mapping.write_text("ammount: Sales\n")
-    with pytest.raises(FlatFileError, match=r"\(the keys are: order_date, market, customer, .*profit, cost"):
-        ColumnMapping.from_file(mapping)
+    # a tab in the YAML is the project's own error
     mapping.write_text("market: State\n\tamount: Sales\n")
     with pytest.raises(FlatFileError, match="mapping.yaml is not valid YAML/JSON"):
         ColumnMapping.from_file(mapping)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
-from include.segmentation.adapters.warehouse import query_frame, render_sql
+from include.segmentation.adapters.warehouse import query_frame, render_sql, table_exists
 
 if TYPE_CHECKING:
     from snowflake.connector import SnowflakeConnection
@@ -200,8 +200,7 @@ def key_problems(conn: SnowflakeConnection, w: WarehouseConfig) -> list[str]:
 def derived_columns(conn: SnowflakeConnection, w: WarehouseConfig) -> list[dict[str, str]]:
     """Columns a loader made up (``warehouse.derived_columns_table``; none when it does not exist):
     ``{"table", "column", "how"}`` each."""
-    exists = query_frame(conn, render_sql("table_exists.sql", w), {"table_name": w.derived_columns_table})
-    if not int(exists["n"].iloc[0]):
+    if not table_exists(conn, w, w.derived_columns_table):
         return []
     rows = query_frame(conn, render_sql("derived_columns.sql", w))
     return [

@@ -168,6 +168,12 @@ def connect(warehouse: WarehouseConfig) -> Generator[SnowflakeConnection, None, 
         conn.close()
 
 
+def table_exists(conn: SnowflakeConnection, warehouse: WarehouseConfig, table: str) -> bool:
+    """Whether ``table`` exists in the connection's current database and schema (``sql/table_exists.sql``)."""
+    found = query_frame(conn, render_sql("table_exists.sql", warehouse), {"table_name": table})
+    return bool(int(found["n"].iloc[0]))
+
+
 def query_frame(conn: SnowflakeConnection, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Run one query and return the result as a pandas frame (fetched as Arrow, not row by row).
 

@@ -123,15 +123,12 @@ class ColumnMapping(BaseModel):
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> ColumnMapping:
         """Read a mapping from YAML (``.yaml``/``.yml``) or JSON; raises ``FlatFileError`` naming a bad key."""
+        import yaml
+
         path = Path(path)
         try:
             text = path.read_text()
-            if path.suffix in (".yaml", ".yml"):
-                import yaml
-
-                data = yaml.safe_load(text) or {}
-            else:
-                data = json.loads(text)
+            data = (yaml.safe_load(text) or {}) if path.suffix in (".yaml", ".yml") else json.loads(text)
             return cls.model_validate(data)
         except FileNotFoundError as err:
             raise FlatFileError(f"mapping file {path} not found") from err
@@ -140,15 +137,8 @@ class ColumnMapping(BaseModel):
             if any(e["type"] == "extra_forbidden" for e in err.errors()):
                 problems += f" (the keys are: {', '.join(cls.model_fields)})"
             raise FlatFileError(f"mapping file {path}: {problems}") from err
-        except (ValueError, ImportError, _yaml_error()) as err:  # YAML / JSON syntax
+        except (ValueError, yaml.YAMLError) as err:  # JSON / YAML syntax (a tab in the indentation, say)
             raise FlatFileError(f"mapping file {path} is not valid YAML/JSON: {err}") from err
-
-
-def _yaml_error() -> type[Exception]:
-    # yaml.YAMLError (a tab in the indentation, say) is not a ValueError.
-    import yaml
-
-    return yaml.YAMLError
 
 
 def _norm(name: object) -> str:
@@ -696,7 +686,7 @@ def load_into_warehouse(
     replacing the star's tables.
 
     The result tables (``MARKET_SEGMENT``, ``SEGMENT_MIGRATION``, ``SEGMENT_PROFILE``,
-    ``SEGMENTATION_RUN``) describe the data they were computed from, so they are dropped unless
+    ``SEGMENT_FEATURE``, ``SEGMENTATION_RUN``) describe the data they were computed from, so they are dropped unless
     ``keep_results`` (left in place, a new month would carry SegmentIDs over from, say, the demo
     data's markets). The configuration (``SEGMENTATION_CONFIG``) names the tables, as for the demo
     data. Returns rows loaded per table and the result tables dropped. Raises ``FlatFileError`` when
@@ -736,17 +726,17 @@ def load_into_warehouse(
 
 
 def _drop_results(conn, warehouse) -> list[str]:
-    from include.segmentation.adapters.warehouse import query_frame, render_sql
+    from include.segmentation.adapters.warehouse import table_exists
 
     dropped = []
     for table in (
         warehouse.market_segment_table,
         warehouse.migration_table,
         warehouse.profile_table,
+        warehouse.feature_table,
         warehouse.run_table,
     ):
-        exists = query_frame(conn, render_sql("table_exists.sql", warehouse), {"table_name": table})
-        if int(exists["n"].iloc[0]):
+        if table_exists(conn, warehouse, table):
             conn.cursor().execute(f"DROP TABLE {table}")  # a validated identifier from the configuration
             dropped.append(table)
     return dropped
