@@ -1,27 +1,41 @@
 #!/usr/bin/env bash
 # The main job, end to end: load the demo warehouse, run the DAG through Airflow for one month,
-# print the segments. DEMO_MONTH=YYYY-MM picks another month (default 2013-12; AdventureWorks
-# covers 2010-12 to 2014-01). A warehouse the user started stays up; one the demo started stops.
+# print the segments. A warehouse the user started stays up; one the demo started stops.
+#   DEMO_SOURCE: auto (default) keeps a file you loaded (`make load FILE=...`) and otherwise loads
+#     AdventureWorks (the synthetic generator without ../shared/data); adventureworks or synthetic
+#     replace what is loaded; keep segments whatever is loaded.
+#   DEMO_MONTH=YYYY-MM: the month (default: the loaded data's latest complete month; 2013-12 for the
+#     demo data, which covers 2010-12 to 2014-01).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-MONTH="${DEMO_MONTH:-2013-12}"
+dataset() { python -m include.segmentation.local.emulator dataset --db-path "$WAREHOUSE_DIR" --field "$1"; }
+SOURCE="${DEMO_SOURCE:-auto}"
+if [[ "$SOURCE" == auto && "$(dataset source)" == file ]]; then
+  echo "keeping your data loaded from $(dataset name) (DEMO_SOURCE=adventureworks make demo replaces it with the demo data)"
+  SOURCE=keep
+fi
+if [[ "$SOURCE" == keep && -z "$(ls -A "$WAREHOUSE_DIR" 2>/dev/null)" ]]; then
+  echo "DEMO_SOURCE=keep: the embedded warehouse ($WAREHOUSE_DIR) has no data loaded; run make load FILE=... or make demo"
+  exit 2
+fi
+if ! scripts/warehouse.sh status >/dev/null; then trap 'scripts/warehouse.sh stop' EXIT; fi
+if [[ "$SOURCE" != keep ]]; then scripts/warehouse.sh load "$SOURCE"; fi
+MONTH="${DEMO_MONTH:-$(dataset latest_month)}"
+MONTH="${MONTH:-2013-12}"
+echo "data set: $(dataset name || true); month $MONTH"
 # The logical date names the month (include/segmentation/months.py): the month's first day.
 LOGICAL_DATE="$(python - "$MONTH" <<'PY'
 import sys
 from include.segmentation.months import parse_month
 try:
-    print(parse_month(sys.argv[1]).start_time.date())
+    print(parse_month(sys.argv[1], field="DEMO_MONTH").start_time.date())
 except ValueError as err:
-    sys.exit(f"DEMO_MONTH: {err}")
+    sys.exit(str(err))
 PY
 )"
 # The embedded warehouse as an ordinary Airflow connection; in production this points at Snowflake.
 AIRFLOW_CONN_SNOWFLAKE_DEFAULT="$(python -m include.segmentation.local.emulator conn-uri --port "$WAREHOUSE_PORT")"
 export AIRFLOW_CONN_SNOWFLAKE_DEFAULT
-
-if ! scripts/warehouse.sh status >/dev/null; then trap 'scripts/warehouse.sh stop' EXIT; fi
-# DEMO_SOURCE=keep: segment what is loaded already (e.g. your own extract, `make load FILE=...`).
-if [[ "${DEMO_SOURCE:-auto}" != keep ]]; then scripts/warehouse.sh load "${DEMO_SOURCE:-auto}"; fi
 scripts/warehouse.sh start
 
 mkdir -p "$AIRFLOW_HOME"

@@ -43,10 +43,20 @@ class RunMonth(NamedTuple):
     reason: str
 
 
-def parse_month(value: str) -> pd.Period:
-    """Parse ``YYYY-MM`` (years 1900-2199) into a monthly ``pd.Period``; raises ``ValueError`` naming the value."""
+def parse_month(value: str, field: str = "target_month") -> pd.Period:
+    """Parse ``YYYY-MM`` (years 1900-2199) into a monthly ``pd.Period``.
+
+    Raises ``ValueError`` naming ``field`` and the value, and which part is wrong when it has the
+    shape but not a month number 01-12 or a year 1900-2199.
+    """
+    if isinstance(value, str) and (shape := re.fullmatch(r"([0-9]{4})-([0-9]{2})", value.strip())):
+        year, number = int(shape[1]), int(shape[2])
+        if not 1 <= number <= 12:
+            raise ValueError(f"{field} {value!r}: the month number {number:02d} is not 01-12 (YYYY-MM, e.g. 2013-12)")
+        if not 1900 <= year <= 2199:
+            raise ValueError(f"{field} {value!r}: the year {year} is not 1900-2199 (YYYY-MM, e.g. 2013-12)")
     if not isinstance(value, str) or not _MONTH.fullmatch(value.strip()):
-        raise ValueError(f"target_month must look like YYYY-MM with a year 1900-2199 (e.g. 2013-12), got {value!r}")
+        raise ValueError(f"{field} must look like YYYY-MM with a year 1900-2199 (e.g. 2013-12), got {value!r}")
     return pd.Period(value.strip(), freq="M")
 
 

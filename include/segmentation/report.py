@@ -6,7 +6,8 @@ Params, dry run or not), its figures (month, model version, k, silhouettes), a 2
 PCA scatter of the hybrid features coloured by segment, the autoencoder's training loss, the
 k-selection curve, the segment profiles with their descriptions, and the markets that changed
 segment since the previous month. The figures are plotly; plotly.js is inlined once (about 5 MB),
-so the file opens offline and inside the Airflow UI without any CDN.
+so the file opens offline without any CDN; the Airflow UI plugin serves the library once, cached, in
+its place (``external_plotly``).
 
 Each figure or table is built by a pure function from frames, so it can be tested on its own.
 plotly and scikit-learn are imported inside the functions that need them.
@@ -42,6 +43,8 @@ TEMPLATES = Path(__file__).with_name("templates")
 
 #: The plugin replaces this comment with its navigation bar when it serves the report.
 NAV_MARKER = "<!--segments-nav-->"
+#: Around the inlined plotly.js: the plugin serves the library once, cached, in its place (``external_plotly``).
+PLOTLY_START, PLOTLY_END = "<!--plotly.js-->", "<!--/plotly.js-->"
 
 #: Segment colours (plotly's qualitative "Plotly" palette, then "D3"); unassigned markets are grey.
 _PALETTE = (
@@ -117,10 +120,16 @@ def segment_label(segment_id: object) -> str:
     return str(int(segment_id))
 
 
+def segment_colour(label: str) -> str:
+    """The colour of SegmentID ``label`` in every report and page, whatever month: SegmentID n takes the
+    palette's n-th colour (they repeat after 20); ``unassigned`` is grey."""
+    if label == "unassigned":
+        return _NOISE_COLOUR
+    return _PALETTE[(int(label) - 1) % len(_PALETTE)]
+
+
 def _colours(labels: Sequence[str]) -> dict[str, str]:
-    assigned = sorted((x for x in set(labels) if x != "unassigned"), key=int)
-    colours = {label: _PALETTE[i % len(_PALETTE)] for i, label in enumerate(assigned)}
-    return colours | {"unassigned": _NOISE_COLOUR}
+    return {label: segment_colour(label) for label in set(labels)} | {"unassigned": _NOISE_COLOUR}
 
 
 def pca_projection(
@@ -135,8 +144,9 @@ def pca_projection(
     ``features``' columns (``config.clustered_features``, weighted as the clustering weighed them);
     ``embeddings``: ``market_key`` and the embedding columns. Returns one row per market of
     ``segments`` with ``market_key``, ``market_name`` (the key when absent), ``segment`` (label),
-    ``pc1``, ``pc2`` (unit-free scores) and, in ``attrs["explained"]``, the two components' shares
-    (0-1) of the hybrid features' variance. Raises ``ValueError`` naming markets without an embedding
+    ``pc1``, ``pc2`` (unit-free scores); in ``attrs["explained"]`` the two components' shares (0-1) of
+    the hybrid features' variance, and in ``attrs["drivers"]`` what drives each axis (``axis_drivers``).
+    Raises ``ValueError`` naming markets without an embedding
     or a missing column.
     """
     from sklearn.decomposition import PCA
@@ -162,6 +172,7 @@ def pca_projection(
     scores[:, :n_components] = pca.fit_transform(x)
     explained = np.zeros(2)
     explained[:n_components] = pca.explained_variance_ratio_
+    drivers = [axis_drivers(axis, [f.words for f in clustered]) for axis in pca.components_]
     names = segments.get("market_name", keys)
     frame = pd.DataFrame(
         {
@@ -173,13 +184,34 @@ def pca_projection(
         }
     )
     frame.attrs["explained"] = tuple(float(v) for v in explained)
+    frame.attrs["drivers"] = tuple(drivers + [""] * (2 - len(drivers)))
     return frame
+
+
+def axis_drivers(component: np.ndarray, static_words: Sequence[str], top: int = 3) -> str:
+    """What drives one principal axis, in words: its ``top`` largest parts, e.g. "45% sales dynamics
+    (LSTM), 31% Platinum share (+), 12% avg discount (-)".
+
+    ``component`` ``(s + e,)``: the axis' unit loading vector over the hybrid columns, the ``s`` static
+    features (``static_words``, in order) then the embedding. A static feature's part is its squared
+    loading with its sign (+: markets with more of it lie further along the axis); the embedding's
+    columns count as one part, "sales dynamics (LSTM)", without a sign (an embedding dimension has no
+    direction of its own). Squared loadings of a unit vector sum to 1, so parts are shares of the axis
+    (Jolliffe, *Principal Component Analysis*, 2nd ed. 2002, sec. 4.1).
+    """
+    component = np.asarray(component, dtype=np.float64)
+    s = len(static_words)
+    parts = [(w, float(component[i] ** 2), " (+)" if component[i] >= 0 else " (-)") for i, w in enumerate(static_words)]
+    parts.append(("sales dynamics (LSTM)", float((component[s:] ** 2).sum()), ""))
+    parts.sort(key=lambda p: -p[1])
+    return ", ".join(f"{share:.0%} {words}{sign}" for words, share, sign in parts[:top] if share >= 0.005)
 
 
 def pca_figure(projection: pd.DataFrame) -> go.Figure:
     """Scatter of ``pca_projection``'s ``pc1``/``pc2``, one trace (legend entry) per segment.
 
-    Hover shows the market's name and key (HTML-escaped: plotly renders some tags in text).
+    Hover shows the market's name (and key when it differs) and its segment, HTML-escaped (plotly
+    renders some tags in text); each axis title says what drives it (``axis_drivers``).
     """
     import plotly.graph_objects as go
 
@@ -189,8 +221,10 @@ def pca_figure(projection: pd.DataFrame) -> go.Figure:
         part = projection[projection["segment"] == label]
         if part.empty:
             continue
+        segment = "unassigned" if label == "unassigned" else f"segment {label}"
         text = [
-            f"{html.escape(n)} ({html.escape(k)})" for n, k in zip(part["market_name"], part["market_key"], strict=True)
+            html.escape(n if n == k else f"{n} ({k})") + f"<br>{segment}"
+            for n, k in zip(part["market_name"], part["market_key"], strict=True)
         ]
         fig.add_trace(
             go.Scatter(
@@ -199,17 +233,18 @@ def pca_figure(projection: pd.DataFrame) -> go.Figure:
                 mode="markers",
                 name=f"segment {label}" if label != "unassigned" else "unassigned",
                 text=text,
-                hovertemplate="%{text}<br>PC1 %{x:.2f}, PC2 %{y:.2f}<extra>" + label + "</extra>",
+                hovertemplate="%{text}<br>PC1 %{x:.2f}, PC2 %{y:.2f}<extra></extra>",
                 marker={"size": 10, "color": colours[label], "line": {"width": 0.5, "color": "#333"}},
             )
         )
     ev1, ev2 = projection.attrs.get("explained", (float("nan"), float("nan")))
+    d1, d2 = projection.attrs.get("drivers", ("", ""))
     fig.update_layout(
         title="Markets in the hybrid feature space (PCA of static + LSTM features)",
-        xaxis_title=f"PC1 ({100 * ev1:.0f}% of variance)",
-        yaxis_title=f"PC2 ({100 * ev2:.0f}% of variance)",
+        xaxis_title=f"PC1, {100 * ev1:.0f}% of variance" + (f": {d1}" if d1 else ""),
+        yaxis_title=f"PC2, {100 * ev2:.0f}% of variance" + (f": {d2}" if d2 else ""),
         legend_title="SegmentID",
-        height=520,
+        height=560,
     )
     return fig
 
@@ -227,6 +262,9 @@ def loss_figure(losses: Sequence[float]) -> go.Figure:
         xaxis_title="round (an epoch, or 100 steps)",
         yaxis_title="reconstruction loss (MSE)",
         yaxis_type="log" if min(values) > 0 else "linear",
+        # Full numbers on every tick: plotly's default log ticks within a decade read "8 7 6 ... 0.1 9".
+        yaxis_tickformat=".2~g",
+        yaxis_nticks=6,
         height=380,
     )
     return fig
@@ -257,14 +295,20 @@ def k_curve_figure(k_curve: Mapping[str, float], chosen_k: int, gap: Mapping[str
                 line={"dash": "dot"},
             )
         )
-        fig.update_layout(yaxis2={"title": "gap statistic", "overlaying": "y", "side": "right"})
+        fig.update_layout(
+            yaxis2={"title": "gap statistic", "overlaying": "y", "side": "right", "tickformat": ".2f", "nticks": 6}
+        )
     fig.add_vline(x=chosen_k, line_dash="dash", line_color="#444", annotation_text=f"chosen k = {chosen_k}")
     fig.update_layout(
         title="Choosing the number of segments",
         xaxis_title="k (number of segments)",
         yaxis_title="silhouette",
+        yaxis_tickformat=".2f",
         xaxis={"dtick": 1},
-        height=380,
+        # The legend below the plot: at the top right it covers the title and the second axis.
+        legend={"orientation": "h", "yanchor": "top", "y": -0.25, "x": 0},
+        margin={"b": 90},
+        height=400,
     )
     return fig
 
@@ -288,6 +332,48 @@ def silhouette_figure(metrics: Mapping[str, Any]) -> go.Figure:
         title="Silhouette by feature view (higher: better separated)", yaxis_title="silhouette", height=380
     )
     return fig
+
+
+def k_warnings(metrics: Mapping[str, Any]) -> list[str]:
+    """Flags on the run's k for the report and the Runs page: k changed from last month's (SegmentIDs
+    then move in bulk), and k at the top of the range searched (the data may hold more segments)."""
+    flags = []
+    k, previous = metrics.get("n_clusters"), metrics.get("previous_k")
+    if isinstance(previous, int) and isinstance(k, int) and previous != k:
+        when = f" in {metrics['previous_month']}" if metrics.get("previous_month") else ""
+        flags.append(
+            f"k changed from {previous}{when} to {k}: many markets may have changed segment; check the "
+            "markets that changed segment before relying on this month's SegmentIDs"
+        )
+    searched = sorted(int(x) for x in metrics.get("k_curve") or {})
+    if isinstance(k, int) and len(searched) > 1 and k == searched[-1]:
+        flags.append(
+            f"k = {k} is the largest k searched ({searched[0]}-{searched[-1]}): the data may hold more segments; "
+            "raise clustering.k_max to search further"
+        )
+    return flags
+
+
+def id_note(labels: Sequence[str]) -> str | None:
+    """Why this month's SegmentIDs are not 1..k (None when they are): ids follow segments across months
+    (``core.alignment``), so an id whose segment ended is not reused and a new segment takes a new one."""
+    ids = sorted(int(x) for x in set(labels) if x != "unassigned")
+    if ids == list(range(1, len(ids) + 1)):
+        return None
+    return (
+        f"SegmentIDs this month: {', '.join(map(str, ids))}. An id stays with its segment from month to month, so "
+        "the ids of segments that ended are not reused and a new segment takes a new id: gaps are expected."
+    )
+
+
+def excluded_rows(excluded: pd.DataFrame) -> list[dict[str, str]]:
+    """One row per excluded market (``market_key``, ``reason``: every check's reason, joined), by key."""
+    if excluded.empty:
+        return []
+    grouped = excluded.groupby(excluded["market_key"].astype(str), sort=True)["reason"].agg(
+        lambda reasons: "; ".join(dict.fromkeys(map(str, reasons)))
+    )
+    return [{"market_key": key, "reason": reason} for key, reason in grouped.items()]
 
 
 def _finite(value: object) -> float | None:
@@ -337,7 +423,7 @@ _PROFILE_COLUMNS: tuple[tuple[str, str, Any, bool], ...] = (
     ("avg_monthly_revenue", "avg revenue/month", lambda v: f"{v:,.0f}", False),
     ("trend_slope", "trend (/month)", lambda v: f"{100 * v:+.1f}%", False),
     ("recent_growth", "recent growth", lambda v: f"{100 * v:+.0f}%", False),
-    ("volatility", "volatility", lambda v: f"{v:.2f}", False),
+    ("volatility", "volatility", _pct, False),
     ("seasonality", "seasonality", _pct, False),
     ("main_group", "main group", str, True),
     ("main_country", "main country", str, True),
@@ -432,6 +518,16 @@ def _training_fact(model: Mapping) -> str:
     return text
 
 
+def external_plotly(page: str, src: str) -> str:
+    """``page`` (a report) with its inlined plotly.js replaced by ``<script src=src>``: the file stays
+    self-contained for offline use, the served page loads the library from a cached URL. A page without
+    the markers (an older report) is returned as it is."""
+    start, end = page.find(PLOTLY_START), page.find(PLOTLY_END)
+    if start < 0 or end < start:
+        return page
+    return f'{page[:start]}<script src="{html.escape(src)}"></script>{page[end + len(PLOTLY_END) :]}'
+
+
 def render_report(run: RunArtifacts) -> str:
     """The report's HTML (a complete document, plotly.js inline) from a run's artifacts.
 
@@ -468,7 +564,10 @@ def render_report(run: RunArtifacts) -> str:
         *run_facts(run),
         ("model version", model_version(run.config.model_version_prefix, run.month)),
         ("algorithm", str(metrics.get("algorithm", "n/a"))),
-        ("k (segments)", str(k)),
+        (
+            "k (segments)",
+            f"{k} (was {metrics['previous_k']})" if metrics.get("previous_k") not in (None, k) else str(k),
+        ),
         ("why this k", str(metrics.get("k_reason") or "n/a")),
         ("static features", feature_fact(run.config.static_features, clustered, run.derived_features)),
         ("markets segmented", str(len(inputs.segments))),
@@ -495,6 +594,8 @@ def render_report(run: RunArtifacts) -> str:
         moved=moved.to_dict("records"),
         previous_month=previous_month,
         n_new=int((prev.isna()).sum()) if previous_month else 0,
-        excluded=inputs.excluded.sort_values("market_key").to_dict("records"),
+        excluded=excluded_rows(inputs.excluded),
+        warnings=k_warnings(metrics),
+        id_note=id_note([row["segment"] for row in rows]),
         nav=Markup(NAV_MARKER),
     )

@@ -229,6 +229,7 @@ def check_data_quality(run: RunArtifacts) -> dict:
         min_customers=q.thin_min_customers,
         features=config.feature_names,
         fractions=tuple(f.name for f in config.static_features if f.kind == "fraction"),
+        month=month,
     )
     report = apply_policies(findings + warehouse_findings(per_market, table), q)
     too_many = excluded_share_problem(report, len(markets), q.max_excluded_share)

@@ -243,9 +243,13 @@ def test_markets_appearing_mid_window(tmp_path):
         written = set(segments_written(conn)["market_key"])
     assert "NEW-OCT" in written
     assert "NEW-DEC" not in written
-    assert read_parquet(RunArtifacts.open(steps["folder"]).excluded).set_index("market_key").loc[
-        "NEW-DEC", "check"
-    ] == ("inactive")
+    excluded = read_parquet(RunArtifacts.open(steps["folder"]).excluded).set_index("market_key")
+    assert excluded.loc["NEW-DEC", "check"] == "inactive"
+    # The reason is the market's own count against the threshold, not the name of a config key.
+    needed = config.sequences.min_active_months
+    assert excluded.loc["NEW-DEC", "reason"] == (
+        f"sales in 1 of the {config.sequences.seq_len} window months (at least {needed} needed)"
+    )
 
 
 def test_future_dated_rows_are_ignored(tmp_path):
@@ -615,9 +619,22 @@ def test_seq_len_longer_than_the_configured_history():
         config.with_overrides(seq_len=18)
 
 
-@pytest.mark.parametrize("bad", ["2013-13", "2013/12", "Dec 2013", "2013-12-01", "13-2013", "2013-1"])
+@pytest.mark.parametrize("bad", ["2013/12", "Dec 2013", "2013-12-01", "13-2013", "2013-1"])
 def test_badly_formatted_target_month_names_the_param(bad):
     with pytest.raises(ValueError, match=f"target_month must look like YYYY-MM .* got '{bad}'"):
+        settings_from_context({"params": run_params(target_month=bad)})
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("2019-13", "target_month '2019-13': the month number 13 is not 01-12"),
+        ("2019-00", "target_month '2019-00': the month number 00 is not 01-12"),
+        ("2300-01", "target_month '2300-01': the year 2300 is not 1900-2199"),
+    ],
+)
+def test_a_month_of_the_right_shape_says_which_part_is_wrong(bad, message):
+    with pytest.raises(ValueError, match=message):
         settings_from_context({"params": run_params(target_month=bad)})
 
 

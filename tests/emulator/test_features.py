@@ -16,8 +16,9 @@ from include.segmentation.adapters.storage import read_json, read_parquet
 from include.segmentation.adapters.warehouse import connect, feature_params, query_frame, render_sql
 from include.segmentation.config import SegmentationConfig
 from include.segmentation.local import flatfile
-from include.segmentation.local.demo_data import load_star, synthetic_star
+from include.segmentation.local.demo_data import load_star
 from include.segmentation.local.emulator import connection_json
+from tests.retail import HIGH, LOW, retail_file
 
 SMALL = {
     "sequences": {"seq_len": 6, "history_months": 12},
@@ -37,32 +38,6 @@ MARGIN_FEATURES = [
         "weight": 3,
     },
 ]
-LOW, HIGH = 0.06, 0.28  # planted margins of the two halves of the markets
-
-
-def _retail_file(path) -> pd.DataFrame:
-    """A flat retail extract with a Profit column: half the markets earn 6 % on sales, half 28 %."""
-    star = synthetic_star(n_markets=12, start="2012-07", end="2013-12", seed=5)
-    f = star["fact_sale"].merge(star["product"], on="PRODUCT_KEY").merge(star["territory"], on="MARKET_KEY")
-    markets = sorted(f["MARKET_KEY"].unique())
-    margin = f["MARKET_KEY"].map({m: LOW if i % 2 else HIGH for i, m in enumerate(markets)})
-    noise = np.random.default_rng(0).normal(0, 0.01, len(f))
-    flat = pd.DataFrame(
-        {
-            "Order Date": f["ORDER_DATE"].dt.strftime("%Y-%m-%d"),
-            "State": f["MARKET_KEY"],
-            "Region": f["TERRITORY_GROUP"],
-            "Customer ID": "C" + f["CUSTOMER_KEY"].astype(str),
-            "Category": f["PRODUCT_LINE"],
-            "Sub-Category": f["SUBCATEGORY"],
-            "Sales": f["SALES_AMOUNT"].round(2),
-            "Discount": f["DISCOUNT_PCT"].round(3),
-            "Quantity": f["QUANTITY"],
-            "Profit": (f["SALES_AMOUNT"] * (margin + noise)).round(2),
-        }
-    )
-    flat.to_csv(path, index=False)
-    return flat
 
 
 @pytest.fixture
@@ -73,7 +48,7 @@ def retail_warehouse(tmp_path, monkeypatch):
     monkeypatch.delenv("SEGMENTATION_CONFIG", raising=False)
     monkeypatch.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(8765))
     path = tmp_path / "retail.csv"
-    flat = _retail_file(path)
+    flat = retail_file(path)
     mapping = tmp_path / "mapping.yaml"
     mapping.write_text("market: State\nproduct_line: Category\nsubcategory: Sub-Category\n")
     db = tmp_path / "warehouse"

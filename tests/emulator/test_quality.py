@@ -55,6 +55,30 @@ def test_market_checks_flag_exactly_the_markets_at_fault():
     }
 
 
+def test_a_window_that_starts_before_the_data_says_so():
+    """Data from 2016-01, a 12-month window ending 2016-06: 6 window months precede the first sale."""
+    months = 24  # the history grid, ending at the run's month 2016-06
+    revenue = np.zeros((3, months))
+    revenue[:, -6:] = 100.0  # every market sells from 2016-01 only
+    revenue[2, -6:-1] = 0.0  # "LATE": only in 2016-06
+    markets = np.array(["A", "B", "LATE"], dtype=object)
+    found = market_findings(_static(list(markets)), markets, revenue, revenue > 0, 12, 6, month=pd.Period("2016-06"))
+    inactive = next(f for f in found if f.check == "inactive")
+    assert inactive.markets == ("LATE",)
+    assert inactive.detail.startswith(
+        "6 of the 12 window months (2015-07 to 2015-12) precede the data's first sale in 2016-01"
+    )
+    assert inactive.reasons == {"LATE": "sales in 1 of the 12 window months (at least 6 needed)"}
+    report = apply_policies(found, QualityConfig())
+    assert report.excluded.to_dict("records") == [
+        {"market_key": "LATE", "check": "inactive", "reason": "sales in 1 of the 12 window months (at least 6 needed)"}
+    ]
+    # A window inside the data: no such remark.
+    revenue[:, :] = 100.0
+    found = market_findings(_static(list(markets)), markets, revenue, revenue > 0, 12, 13, month=pd.Period("2016-06"))
+    assert next(f for f in found if f.check == "inactive").detail == ""
+
+
 def _thin_data():
     """Four markets over 12 months: order lines per month and customers in the window."""
     markets = np.array(["BIG", "THIN", "FEW", "NOSTATIC"], dtype=object)
@@ -81,6 +105,9 @@ def test_thin_markets_are_flagged_with_their_numbers():
     assert both.detail == (
         "fewer than 10 order lines or 5 customers in the 12-month window: "
         "'FEW' 120 lines, 2 customers; 'NOSTATIC' 4 lines, customers unknown; 'THIN' 6 lines, 2 customers"
+    )
+    assert both.reasons["THIN"] == (
+        "6 order lines, 2 customers in the 12-month window (at least 10 order lines and 5 customers needed)"
     )
     # order lines only: a market of two large customers is not thin; the window is the last seq_len months
     lines_only = thin(min_lines=10)
@@ -112,7 +139,16 @@ def test_thin_markets_are_excluded_by_default_with_the_numbers_in_the_message():
     )
     report = apply_policies([f for f in findings if f.check == "thin"], config)
     assert report.excluded.to_dict("records") == [
-        {"market_key": m, "check": "thin", "reason": CHECKS_TEXT["thin"]} for m in ("NOSTATIC", "THIN")
+        {
+            "market_key": "NOSTATIC",
+            "check": "thin",
+            "reason": "4 order lines, customers unknown in the 12-month window (at least 10 order lines needed)",
+        },
+        {
+            "market_key": "THIN",
+            "check": "thin",
+            "reason": "6 order lines, 2 customers in the 12-month window (at least 10 order lines needed)",
+        },
     ]
     assert report.warnings == [
         "thin: 2 market(s), e.g. 'NOSTATIC', 'THIN' (fewer than 10 order lines in the 12-month window: "
@@ -287,7 +323,11 @@ def test_a_thin_market_is_excluded_by_the_gate_with_its_numbers(tmp_path, emulat
     assert data["n_lines"].shape == data["revenue"].shape
     assert data["n_lines"][row, -6:].tolist() == [0, 2, 0, 2, 0, 2]
     assert read_parquet(run.excluded).to_dict("records") == [
-        {"market_key": "XX-THIN", "check": "thin", "reason": CHECKS_TEXT["thin"]}
+        {
+            "market_key": "XX-THIN",
+            "check": "thin",
+            "reason": "6 order lines, 5 customers in the 6-month window (at least 10 order lines needed)",
+        }
     ]
     assert checked["n_markets"] == 6
     assert "XX-THIN" not in read_npz(run.inputs)["markets"]

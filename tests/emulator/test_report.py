@@ -38,6 +38,15 @@ def _plot_data(page: str, div_id: str) -> list[dict]:
     return data
 
 
+def _plot_layout(page: str, div_id: str) -> dict:
+    """The layout of the plotly figure drawn into ``div_id`` (the argument after its traces)."""
+    match = re.search(r'Plotly\.newPlot\(\s*"' + re.escape(div_id) + r'",\s*', page)
+    decoder = json.JSONDecoder()
+    _data, end = decoder.raw_decode(page, match.end())
+    layout, _end = decoder.raw_decode(page, page.index("{", end))
+    return layout
+
+
 def test_pca_projection_joins_by_key_and_keeps_every_market():
     segments, embeddings = _segments()
     frame = report.pca_projection(segments, embeddings, static_weight=0.5)
@@ -64,8 +73,34 @@ def test_pca_figure_has_one_trace_per_segment_and_escapes_names():
     assert [t.name for t in fig.data] == ["segment 1", "segment 2", "segment 3", "unassigned"]
     assert sum(len(t.x) for t in fig.data) == len(segments)
     texts = [text for trace in fig.data for text in trace.text]
-    assert "&lt;script&gt;alert(1)&lt;/script&gt; (M0)" in texts
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; (M0)<br>segment 1" in texts
     assert fig.data[-1].marker.color == "#B0B0B0"  # unassigned markets are grey
+    # SegmentID n has the same colour in every month, whatever other segments exist.
+    assert [t.marker.color for t in fig.data[:3]] == [report.segment_colour(x) for x in ("1", "2", "3")]
+    assert report.segment_colour("6") == report._PALETTE[5] != report.segment_colour("1")
+
+
+def test_axis_drivers_name_the_largest_parts_of_an_axis():
+    # 3 static features, then a 4-column embedding: loadings squared are the shares.
+    component = np.array([0.6, -0.0, -0.3, 0.5, 0.5, 0.1, np.sqrt(1 - 0.36 - 0.09 - 0.51)])
+    words = ["Platinum share", "avg discount", "Gold share"]
+    assert (
+        report.axis_drivers(component, words) == "55% sales dynamics (LSTM), 36% Platinum share (+), 9% Gold share (-)"
+    )
+
+
+def test_k_flags_and_segment_id_gaps_are_explained():
+    metrics = {"n_clusters": 2, "previous_k": 10, "previous_month": "2013-11", "k_curve": {"2": 0.2, "3": 0.1}}
+    (changed,) = report.k_warnings(metrics)
+    assert changed.startswith("k changed from 10 in 2013-11 to 2")
+    top = report.k_warnings({"n_clusters": 10, "k_curve": {str(k): 0.1 for k in range(2, 11)}})
+    assert top == [
+        "k = 10 is the largest k searched (2-10): the data may hold more segments; raise clustering.k_max to "
+        "search further"
+    ]
+    assert report.k_warnings({"n_clusters": 4, "previous_k": 4, "k_curve": {"4": 0.2, "5": 0.1}}) == []
+    assert report.id_note(["1", "2", "unassigned"]) is None
+    assert report.id_note(["1", "6"]).startswith("SegmentIDs this month: 1, 6. An id stays with its segment")
 
 
 def test_changed_markets_lists_only_moves():
@@ -141,12 +176,18 @@ def test_report_has_the_pca_plot_of_every_market(december):
     data = _plot_data(page, "pca-plot")
     labels = [report.segment_label(v) for v in segments["segment_id"]]
     assert sorted(t["name"] for t in data) == sorted({f"segment {x}" for x in labels})
-    shown = sorted(re.search(r"\((.+)\)$", text).group(1) for trace in data for text in trace["text"])
-    assert shown == sorted(segments["market_key"])
-    for trace in data:  # each market is drawn in its own segment's trace
-        keys = [re.search(r"\((.+)\)$", t).group(1) for t in trace["text"]]
-        expected = segments.set_index("market_key").loc[keys, "segment_id"].map(report.segment_label)
-        assert {f"segment {x}" for x in expected} == {trace["name"]}
+    # Hover: "name (key)" (the name alone when it is the key), then the market's segment.
+    hover = re.compile(r"^(?P<name>[^<(]+?)(?: \((?P<key>[^)]+)\))?<br>(?P<segment>segment \d+|unassigned)$")
+    parsed = [(trace["name"], hover.match(text)) for trace in data for text in trace["text"]]
+    keys = [m["key"] or m["name"] for _, m in parsed]
+    assert sorted(keys) == sorted(segments["market_key"])
+    by_key = segments.set_index("market_key")["segment_id"].map(report.segment_label)
+    for (trace_name, m), key in zip(parsed, keys, strict=True):  # each market in its own segment's trace
+        assert m["segment"] == trace_name == f"segment {by_key[key]}"
+    # Each axis says what drives it, in shares of the axis.
+    layout = _plot_layout(page, "pca-plot")
+    assert re.fullmatch(r"PC1, \d+% of variance: \d+% .+", layout["xaxis"]["title"]["text"])
+    assert "sales dynamics (LSTM)" in layout["xaxis"]["title"]["text"] + layout["yaxis"]["title"]["text"]
 
 
 def test_report_has_the_profile_table_and_one_description_per_segment(december):
@@ -250,7 +291,10 @@ def test_render_report_with_noise_moves_and_no_k_curve(tmp_path):
     moved = page[page.index('<table id="changed-markets">') :]
     assert re.findall(r"<tr><td class=\"text\">(M\d)</td>", moved) == ["M1", "M5", "M6"]
     assert "3 market(s) changed segment since 2013-12; 1 market(s) had no SegmentID then (new, or unassigned)" in page
-    assert '<table id="excluded-markets">' in page
+    excluded_table = page[page.index('<table id="excluded-markets">') :]
+    assert re.findall(r"<tr><td class=\"text\">([^<]+)</td><td class=\"text\">([^<]+)</td>", excluded_table) == [
+        ("Z", "sales in 1 of the last 12 months (&lt; 3); 2 order lines (&lt; 10)")
+    ]
     assert "<dt>static weight</dt><dd>0.30</dd>" in page
     # which run this is, and that it wrote nothing
     assert "<dt>run id</dt><dd>manual__2014-02-03T10:00:00+00:00</dd>" in page

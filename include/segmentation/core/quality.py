@@ -9,6 +9,7 @@ their cost does not grow with a Python loop over markets.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,13 +47,18 @@ N_EXAMPLES = 5
 
 @dataclass(frozen=True)
 class Finding:
-    """What one check found: ``count`` things (``unit``) in ``markets`` (empty: no market to blame)."""
+    """What one check found: ``count`` things (``unit``) in ``markets`` (empty: no market to blame).
+
+    ``reasons``: why a market was flagged in its own numbers (market key -> text, e.g. "sales in 3 of
+    the 12 window months, at least 6 needed"); markets without one get the check's ``CHECKS`` text.
+    """
 
     check: str
     count: int
     unit: str
     markets: tuple[str, ...] = ()
     detail: str = ""
+    reasons: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def message(self) -> str:
         """E.g. "duplicate_lines: 12 fact lines in 3 market(s), e.g. 'US-WA', 'US-OR', 'US-CA'"."""
@@ -97,6 +103,7 @@ def market_findings(
     min_customers: int = 0,
     features: tuple[str, ...] = STATIC_FEATURES,
     fractions: tuple[str, ...] = (),
+    month: pd.Period | None = None,
 ) -> list[Finding]:
     """Checks on the extracted data itself.
 
@@ -107,7 +114,8 @@ def market_findings(
     counted) and ``static["n_customers"]`` (distinct customers in the window) feed ``thin``: a market
     with fewer than ``min_lines`` order lines summed over the last ``seq_len`` months, or fewer than
     ``min_customers`` customers, is too thin to describe (a threshold of 0 turns that half off).
-    ``fractions`` names the features of kind fraction (0-1), checked by ``fraction_range``.
+    ``fractions`` names the features of kind fraction (0-1), checked by ``fraction_range``. ``month``
+    (the run's month) names the window's months in messages.
     Returns findings for ``empty_month``, ``negative_months``, ``constant_series``, ``inactive``,
     ``thin``, ``no_static``, ``no_sequence``, ``unknown_customers``, ``missing_static`` and
     ``fraction_range``.
@@ -134,7 +142,7 @@ def market_findings(
         empty,
         _finding("negative_months", "markets", markets, (window < 0).any(axis=1)),
         _finding("constant_series", "markets", markets, constant),
-        _finding("inactive", "markets", markets, window_active.sum(axis=1) < min_active_months),
+        _inactive(markets, window_active, min_active_months, active.any(axis=0), month),
         _thin(static, markets, n_lines, seq_len, min_lines, min_customers),
         _finding("no_static", "markets", markets, ~has_static),
         _finding("no_sequence", "markets", static_keys, ~np.isin(static_keys.astype(str), markets)),
@@ -148,6 +156,37 @@ def market_findings(
         ),
         _above_one(static, static_keys, fractions),
     ]
+
+
+def _inactive(
+    markets: np.ndarray,
+    window_active: np.ndarray,
+    min_active_months: int,
+    any_sales: np.ndarray,
+    month: pd.Period | None,
+) -> Finding:
+    """``inactive``: markets with sales in fewer than ``min_active_months`` of the window's months, each
+    with its own count; the detail says when the window starts before the data (its first months have
+    no sales in any market, ``any_sales`` ``(n_months,)`` over the history)."""
+    seq_len = window_active.shape[1]
+    counts = window_active.sum(axis=1)
+    flagged = counts < min_active_months
+    finding = _finding("inactive", "markets", markets, flagged)
+    reasons = {
+        str(m): f"sales in {n} of the {seq_len} window months (at least {min_active_months} needed)"
+        for m, n in zip(markets[flagged], counts[flagged], strict=True)
+    }
+    window_sales = np.asarray(any_sales, dtype=bool)[-seq_len:]
+    before = int(np.argmax(window_sales)) if window_sales.any() else seq_len
+    detail = ""
+    if finding.count and before:
+        span = f" ({month - seq_len + 1} to {month - seq_len + before})" if month is not None else ""
+        start = f" in {month - seq_len + before + 1}" if month is not None and before < seq_len else ""
+        detail = (
+            f"{before} of the {seq_len} window months{span} precede the data's first sale{start}: "
+            "the window starts before the data; a later month or a shorter seq_len fits it"
+        )
+    return Finding(finding.check, finding.count, finding.unit, finding.markets, detail, reasons)
 
 
 def _above_one(static: pd.DataFrame, keys: np.ndarray, fractions: tuple[str, ...]) -> Finding:
@@ -190,6 +229,14 @@ def _thin(
     finding = _finding("thin", "markets", markets, thin)
     if not finding.markets:
         return finding
+    needed = " and ".join(
+        text
+        for text, on in (
+            (f"{min_lines} order lines", min_lines > 0 and n_lines is not None),
+            (f"{min_customers} customers", min_customers > 0),
+        )
+        if on
+    )
     order = np.argsort(markets[thin], kind="stable")[:N_EXAMPLES]  # the examples the message quotes
 
     def number(value: float, unit: str) -> str:
@@ -199,21 +246,14 @@ def _thin(
         f"{str(m)!r} {number(n, 'line')}, {number(c, 'customer')}"
         for m, n, c in zip(markets[thin][order], lines[thin][order], customers[thin][order], strict=True)
     )
-    rule = " or ".join(
-        text
-        for text, on in (
-            (f"{min_lines} order lines", min_lines > 0 and n_lines is not None),
-            (f"{min_customers} customers", min_customers > 0),
-        )
-        if on
-    )
-    return Finding(
-        "thin",
-        finding.count,
-        "markets",
-        finding.markets,
-        f"fewer than {rule} in the {seq_len}-month window: {examples}",
-    )
+    reasons = {
+        str(m): f"{number(n, 'order line')}, {number(c, 'customer')} in the {seq_len}-month window "
+        f"(at least {needed} needed)"
+        for m, n, c in zip(markets[thin], lines[thin], customers[thin], strict=True)
+    }
+    rule = needed.replace(" and ", " or ")
+    detail = f"fewer than {rule} in the {seq_len}-month window: {examples}"
+    return Finding("thin", finding.count, "markets", finding.markets, detail, reasons)
 
 
 def _count(value: object) -> int:
@@ -312,7 +352,7 @@ def apply_policies(findings: list[Finding], policies: QualityConfig) -> QualityR
         if policy == "fail" or (policy == "exclude" and not f.markets):
             report.failures.append(text)
         elif policy == "exclude":
-            excluded += [(m, f.check, CHECKS[f.check]) for m in f.markets]
+            excluded += [(m, f.check, f.reasons.get(m, CHECKS[f.check])) for m in f.markets]
             report.warnings.append(f"{text}; excluded")
         else:
             report.warnings.append(text)

@@ -6,8 +6,11 @@ exactly as it would to Snowflake. Tables persist under ``--db-path`` (one DuckDB
     python -m include.segmentation.local.emulator load  --db-path DIR [--source auto|adventureworks|synthetic]
     python -m include.segmentation.local.emulator serve --db-path DIR --port 8765
     python -m include.segmentation.local.emulator conn-uri --port 8765
+    python -m include.segmentation.local.emulator dataset --db-path DIR [--field source]
 
 ``load`` opens the files in-process, so run it while no server holds them (the Makefile does).
+Every load records what it loaded in ``DIR/dataset.json`` (``record_dataset``), so ``make demo``
+can tell the user's own file from the demo data and never replaces the former without being told.
 """
 
 from __future__ import annotations
@@ -25,6 +28,28 @@ from pathlib import Path
 
 #: The repository root: the child process runs ``python -m`` from here.
 ROOT = Path(__file__).resolve().parents[3]
+#: The month ``make demo`` segments on the demo data (AdventureWorks covers 2010-12 to 2014-01).
+DEMO_MONTH = "2013-12"
+
+
+#: The loaded data set's record, beside the DuckDB files.
+DATASET_FILE = "dataset.json"
+
+
+def record_dataset(db_path: Path, source: str, name: str, latest_month: str) -> None:
+    """Record what ``db_path`` holds: ``source`` (``file``, ``adventureworks`` or ``synthetic``), ``name``
+    (the file loaded, or the data set's name) and ``latest_month`` (YYYY-MM, the newest complete month)."""
+    record = {"source": source, "name": name, "latest_month": latest_month}
+    (db_path / DATASET_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def read_dataset(db_path: Path) -> dict[str, str]:
+    """``record_dataset``'s record for ``db_path``; {} when nothing was loaded (or by a version before it)."""
+    try:
+        record = json.loads((db_path / DATASET_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def connection_json(port: int, host: str = "127.0.0.1") -> str:
@@ -78,6 +103,8 @@ def load(db_path: Path, source: str) -> dict[str, int]:
             loaded = demo_data.load_star(conn, tables, warehouse)
         finally:
             conn.close()
+    # The demo's default month (scripts/demo.sh): the last December both data sets cover in full.
+    record_dataset(db_path, source, source, DEMO_MONTH)
     print(f"loaded {source} into {warehouse.database}.{warehouse.schema_}: {loaded}")
     return loaded
 
@@ -148,11 +175,17 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--port", type=int, default=8765)
     p_uri = sub.add_parser("conn-uri", help="print the Airflow connection (JSON) for the emulator")
     p_uri.add_argument("--port", type=int, default=8765)
+    p_data = sub.add_parser("dataset", help="print what the warehouse files hold (dataset.json), {} if unknown")
+    p_data.add_argument("--db-path", type=Path, required=True)
+    p_data.add_argument("--field", choices=["source", "name", "latest_month"], help="print only this field")
     args = parser.parse_args(argv)
     if args.command == "load":
         load(args.db_path, args.source)
     elif args.command == "serve":
         serve(args.db_path, args.port)
+    elif args.command == "dataset":
+        record = read_dataset(args.db_path)
+        print(record.get(args.field, "") if args.field else json.dumps(record))
     else:
         print(connection_json(args.port))
     return 0

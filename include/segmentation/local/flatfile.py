@@ -45,7 +45,7 @@ COMMON_NAMES: dict[str, tuple[str, ...]] = {
     "order_date": ("order_date", "orderdate", "date", "sale_date", "invoice_date", "transaction_date"),
     "market": ("market", "market_key", "market_id", "region", "territory", "state", "state_province"),
     "customer": ("customer", "customer_id", "customer_key", "customerid", "client", "client_id"),
-    "product_line": ("product_line", "productline", "line"),
+    "product_line": ("product_line", "productline", "line", "category", "product_category"),
     "subcategory": ("subcategory", "sub_category", "product_subcategory", "productsubcategory"),
     "amount": ("amount", "sales_amount", "sales", "revenue", "net_sales", "line_total"),
     "discount": ("discount", "discount_pct", "discount_rate", "discount_amount"),
@@ -628,14 +628,21 @@ def build_star(path: str | os.PathLike, mapping: ColumnMapping | None = None) ->
     }
 
 
+def latest_complete_month(fact: pd.DataFrame) -> pd.Period:
+    """The newest month whose sales in ``fact`` (``ORDER_DATE``) are complete: the data's last month if
+    they reach its last ``COMPLETE_WITHIN`` days (a file ending on 30 December has December: the 31st
+    may have no sales), else the month before."""
+    latest = fact["ORDER_DATE"].max()
+    last = latest.to_period("M")
+    return last if latest >= last.end_time.normalize() - COMPLETE_WITHIN else last - 1
+
+
 def describe_star(tables: dict[str, pd.DataFrame], seq_len: int = 12) -> str:
     """A few lines on what was read: rows, markets, customers, months covered, and a month to run."""
     fact = tables["fact_sale"]
     first, last = fact["ORDER_DATE"].min().to_period("M"), fact["ORDER_DATE"].max().to_period("M")
     n_months = (last - first).n + 1
-    # The newest month whose sales are complete: the data's last month if it reaches its last
-    # COMPLETE_WITHIN days (a file ending on 30 December has December: the 31st may have no sales).
-    complete = last if fact["ORDER_DATE"].max() >= last.end_time.normalize() - COMPLETE_WITHIN else last - 1
+    complete = latest_complete_month(fact)
     n_markets = fact["MARKET_KEY"].nunique()
     lines = [
         f"{len(fact):,} sale lines, {n_markets} markets, "
@@ -766,6 +773,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     from include.segmentation.config import load_config
+    from include.segmentation.local.emulator import record_dataset
 
     try:
         mapping = ColumnMapping.from_file(args.mapping) if args.mapping else ColumnMapping()
@@ -773,7 +781,10 @@ def main(argv: list[str] | None = None) -> int:
         print(describe_star(tables, load_config().sequences.seq_len))
         if args.command == "load":
             loaded, dropped = load_into_warehouse(tables, args.db_path, keep_results=args.keep_results)
+            latest = str(latest_complete_month(tables["fact_sale"]))
+            record_dataset(args.db_path, "file", str(args.file), latest)
             print(f"loaded {args.file} into {args.db_path}: {loaded}")
+            print(f"`make demo` now segments this data ({latest}; DEMO_MONTH=YYYY-MM for another month)")
             if dropped:
                 print(f"dropped the previous data's results: {', '.join(dropped)} (--keep-results keeps them)")
     except FlatFileError as err:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 import pandas as pd
 
@@ -19,8 +20,10 @@ from include.segmentation.months import parse_month
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--month", required=True, help="YYYY-MM")
-    month = parse_month(parser.parse_args(argv).month)
-    # The connector and Airflow's secrets masker log at INFO; this command prints a report.
+    month = parse_month(parser.parse_args(argv).month, field="--month")
+    # The connector logs at INFO and Airflow's secrets masker warns about the emulator's short
+    # placeholder credentials (through structlog, which reads Airflow's level): this command prints a report.
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "ERROR")
     logging.getLogger().setLevel(logging.WARNING)
     for name in ("snowflake", "airflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
