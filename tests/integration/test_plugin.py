@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from include.segmentation.adapters.catalog import run_key
-from include.segmentation.report import NAV_MARKER
+from include.segmentation.report import NAV_MARKER, external_plotly
 from tests.processes import ROOT
 from tests.ui_helpers import MONTHS, STAR, USERS, api_server, get, login_token, segment
 
@@ -56,7 +56,7 @@ def test_plugin_adds_a_nav_entry_and_mounts_its_app(plugin):
     assert app["url_prefix"] == "/segments"
     assert not any(app["url_prefix"].startswith(p) for p in RESERVED_URL_PREFIXES)
     (view,) = plugin.MarketSegmentsPlugin.external_views
-    assert view["name"] == "Market segments"
+    assert view["name"] == "Segments"  # the navigation shows about 10 characters
     assert view["destination"] == "nav"
     assert view["url_route"]  # without it the entry opens nothing
     assert view["href"] == "/segments/"  # without the slash Airflow's 404 page loads in the iframe
@@ -76,7 +76,8 @@ print(json.dumps(sorted(set(sys.modules) - before)))
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120, check=True
     )
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+    # The "Segment report" extra link's base class (a few lines over attrs) is all it adds.
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["airflow.sdk.bases.operatorlink"]
 
 
 def test_every_page_refuses_anonymous_requests(plugin):
@@ -173,6 +174,8 @@ def test_list_runs_reads_every_run_folder(plugin, artifacts, monkeypatch, caplog
         "algorithm": "kmeans",
         "n_clusters": 5,
         "previous_month": None,
+        "previous_k": None,
+        "airflow": None,  # this process has no Airflow metadata DB with the DAG's runs
         "silhouette_hybrid": 0.41,
         "silhouette_lstm": 0.2,
         "silhouette_static": None,
@@ -212,7 +215,8 @@ def test_runs_page_lists_runs_newest_month_first(plugin, artifacts, monkeypatch)
     ]
     published, newer, dry, older, november = (re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for *_, row in rows)
     assert published[:3] == ["2013-12", "<code>r</code>", "2014-01-01 06:00:00+00:00"]  # no report: no link
-    assert "no report (run incomplete)" in published[-1]
+    assert "no report (run incomplete)" in published[-2]
+    assert "not in Airflow" in published[-1]
     assert published[10] == "75%"
     assert ">not published</span>" in newer[3]
     assert ">dry run</span>" in dry[3]
@@ -221,7 +225,7 @@ def test_runs_page_lists_runs_newest_month_first(plugin, artifacts, monkeypatch)
     assert ">not published (superseded)</span>" in older[3]
     assert "defaults" in older[4]
     assert november[0] == '<a href="./runs/2013-11">2013-11</a>'  # the month's published report
-    assert november[-1] == f'<a href="./runs/2013-11/{run_key("r")}">open report</a>'
+    assert november[-2] == f'<a href="./runs/2013-11/{run_key("r")}">open report</a>'
     assert november[7] == "0.410"
     assert november[9] == "n/a"  # NaN silhouette
     assert 'class="error"' not in page.text
@@ -365,7 +369,8 @@ def test_markets_page_shows_each_markets_latest_segment(plugin, artifacts, wareh
     page = client.get("/markets")
     assert page.status_code == 200
     rows = re.findall(r'<tr data-market="([^"]+)">(.*?)</tr>', page.text, re.S)
-    cells = {key: re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for key, row in rows}
+    swatch = re.compile(r'<span class="swatch"[^>]*></span>')
+    cells = {key: [swatch.sub("", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)] for key, row in rows}
     assert [key for key, _ in rows] == ["B", "A", "C"]  # by SegmentID, unassigned last
     assert cells["A"][4:6] == ["2", "2013-12"]
     assert cells["B"][1] == "&lt;b&gt;Beta&lt;/b&gt;"  # escaped
@@ -376,16 +381,120 @@ def test_markets_page_shows_each_markets_latest_segment(plugin, artifacts, wareh
     found = client.get("/markets", params={"q": "alp"}).text
     assert re.findall(r'<tr data-market="([^"]+)">', found) == ["A"]
     assert "No market matches" in client.get("/markets", params={"q": "zzz"}).text
+    # One segment's members; by name.
+    listed = client.get("/markets", params={"segment": "unassigned"}).text
+    assert re.findall(r'<tr data-market="([^"]+)">', listed) == ["C"]
+    assert "1 market in segment unassigned" in listed
+    by_name = client.get("/markets", params={"sort": "name"}).text
+    assert re.findall(r'<tr data-market="([^"]+)">', by_name) == ["B", "A", "C"]  # '<b>Beta', Alpha, Gamma
+    assert cells["A"][0] == '<a href="./markets/A">A</a>'
 
     monkeypatch.setattr(plugin, "PAGE_SIZE", 2)
     first, second = client.get("/markets").text, client.get("/markets", params={"page": 2}).text
     assert re.findall(r'<tr data-market="([^"]+)">', first) == ["B", "A"]
     assert re.findall(r'<tr data-market="([^"]+)">', second) == ["C"]
-    assert 'href="./markets?q=&amp;page=2"' in first
+    assert 'href="./markets?q=&amp;segment=&amp;sort=segment&amp;page=2"' in first
+    past = client.get("/markets", params={"page": 3}).text
+    assert "Page 3 is past the last page of these markets" in past
+    assert "No segments written" not in past
+
+
+def test_market_history_and_the_migration_matrix(plugin, artifacts, warehouse):
+    client = _client(plugin)
+    assert "No segments written to the warehouse yet" in client.get("/history").text
+    warehouse(
+        [
+            ("A", "2013-11-01", 1),
+            ("A", "2013-12-01", 2),
+            ("B", "2013-11-01", 1),
+            ("B", "2013-12-01", 1),
+            ("C", "2013-12-01", None),
+        ]
+    )
+    market = client.get("/markets/A")
+    assert market.status_code == 200
+    rows = re.findall(r'<tr data-month="([^"]+)" data-segment="([^"]+)"', market.text)
+    assert rows == [("2013-11", "1"), ("2013-12", "2")]
+    assert "(was 1)" in market.text
+    assert "Big &lt;b&gt;ones&lt;/b&gt;" in market.text  # November's description of segment 1
+    assert client.get("/markets/ZZ").status_code == 404
+
+    history = client.get("/history")
+    assert history.status_code == 200
+    assert f'<script src="./static/{plugin_plotly_file()}"></script>' in history.text
+    matrix = history.text[history.text.index('<table id="migration-matrix">') :]
+    header = re.findall(r'<th class="num" data-segment="([^"]+)">', matrix)
+    assert header == ["1", "2", "unassigned"]
+    counts = {
+        row: [c or "0" for c in re.findall(r'<td class="num" data-to="[^"]+" [^>]*>(\d*)</td>', body)]
+        for row, body in re.findall(r'<tr data-segment="([^"]+)">(.*?)</tr>', matrix, re.S)
+    }
+    # A: 1 -> 2, B: 1 -> 1, C: new in December (not segmented in November) -> unassigned.
+    assert counts == {"1": ["1", "1", "0"], "not segmented": ["0", "0", "1"]}
+    bars = _plot_traces(history.text, "sizes-plot")
+    assert {t["name"]: dict(zip(t["x"], t["y"], strict=True)) for t in bars} == {
+        "segment 1": {"2013-11": 2, "2013-12": 1},
+        "segment 2": {"2013-12": 1},
+        "unassigned": {"2013-12": 1},
+    }
+    assert "cache-control" in (js := client.get(f"/static/{plugin_plotly_file()}")).headers
+    assert js.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert js.text.startswith("/**")
+    assert len(js.text) > 1_000_000
+    assert client.get("/static/other.js").status_code == 404
+
+
+def _plot_traces(page: str, div_id: str) -> list[dict]:
+    match = re.search(r'Plotly\.newPlot\(\s*"' + re.escape(div_id) + r'",\s*', page)
+    return json.JSONDecoder().raw_decode(page, match.end())[0]
+
+
+def test_exports_are_the_months_rows_as_csv(plugin, artifacts, warehouse):
+    import io
+
+    import pandas as pd
+
+    client = _client(plugin)
+    warehouse([("A", "2013-12-01", 2), ("B", "2013-12-01", 1), ("C", "2013-12-01", None)])
+    response = client.get("/export/2013-12/segments.csv")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    assert response.headers["content-disposition"] == 'attachment; filename="segments-2013-12.csv"'
+    frame = pd.read_csv(io.StringIO(response.text), dtype=str, keep_default_na=False)
+    assert frame.to_dict("records") == [
+        {
+            "month": "2013-12",
+            "market_key": "B",
+            "market_name": "<b>Beta</b>",
+            "territory_group": "North America",
+            "segment_id": "1",
+        },
+        {"month": "2013-12", "market_key": "A", "market_name": "Alpha", "territory_group": "Europe", "segment_id": "2"},
+        {"month": "2013-12", "market_key": "C", "market_name": "Gamma", "territory_group": "Pacific", "segment_id": ""},
+    ]
+    assert client.get("/export/2014-01/segments.csv").status_code == 404
+    assert client.get("/export/2013-12/everything.csv").status_code == 404
+
+
+def test_errors_are_pages_for_a_browser_and_json_for_an_api_client(plugin, artifacts):
+    client = _client(plugin)
+    browser = {"Accept": "text/html,application/xhtml+xml"}
+    for path in ("/markets?page=0", "/runs/2013-13", "/markets?segment=x", "/history?before=13"):
+        page = client.get(path, headers=browser)
+        assert page.status_code == 404, path
+        assert page.headers["content-type"].startswith("text/html")
+        assert '<p class="error" id="error-detail">' in page.text
+    assert "Not a month (YYYY-MM): &#39;2013-13&#39;" in client.get("/runs/2013-13", headers=browser).text
+    assert client.get("/markets?page=0").json()["detail"][0]["loc"] == ["query", "page"]  # an API client: JSON
+    signed_out = _client(plugin, signed_in=False)
+    page = signed_out.get("/markets", headers=browser)
+    assert page.status_code == 401
+    assert "This page needs an Airflow login" in page.text
+    assert signed_out.get("/markets").json() == {"detail": "Not authenticated"}
 
 
 def test_markets_page_reports_an_unreachable_warehouse(plugin, artifacts, monkeypatch):
-    def fail(*_args):
+    def fail(*_args, **_kwargs):
         raise ConnectionError("no route to host")
 
     monkeypatch.setattr(plugin, "latest_segments", fail)
@@ -420,16 +529,29 @@ def _headline(page: str) -> str:
     return re.search(r"<h1>(.*?)</h1>", page, re.S).group(1)
 
 
+def plugin_plotly_file() -> str:
+    import plotly
+
+    return f"plotly-{plotly.__version__}.min.js"
+
+
 def _assert_serves_the_report_of(client, path: str, result: dict) -> str:
     """``path`` serves the report ``run_month`` wrote (``result``), with the plugin's navigation bar."""
     from include.segmentation.adapters.storage import read_bytes
 
     page = client.get(path)
     assert page.status_code == 200, page.text[:500]
-    before, after = read_bytes(result["build_report"]["path"]).decode().split(NAV_MARKER)
+    stored = read_bytes(result["build_report"]["path"]).decode()
+    # Served: plotly.js from the plugin's static route instead of inlined, the navigation in NAV_MARKER.
+    served = external_plotly(stored, f"{'../' * (path.count('/') - 1)}static/{plugin_plotly_file()}")
+    before, after = served.split(NAV_MARKER)
     assert page.text.startswith(before)
     assert page.text.endswith(after)
     assert '<nav class="seg-nav"' in page.text
+    assert len(page.text) < len(stored) / 10  # 4.8 MB of plotly.js not sent with every report
+    download = client.get(path, params={"download": 1})
+    assert download.text == stored  # the self-contained file, for offline use
+    assert download.headers["content-disposition"].startswith('attachment; filename="segments-2013-12-')
     return page.text
 
 
@@ -473,7 +595,7 @@ def _assert_published_is_the_real_run(plugin, real: dict, dry: dict) -> None:
     assert dry_cells[4] == "dry_run=True, force_retrain=False, n_clusters=3, target_month=2013-12"
     assert dry_cells[6] == "3"
     assert dry_cells[7] == f"{dry['cluster_markets']['silhouette_hybrid']:.3f}"
-    assert f'<a href="./runs/2013-12/{run_key(DRY)}">open report</a>' in dry_cells[-1]
+    assert f'<a href="./runs/2013-12/{run_key(DRY)}">open report</a>' in dry_cells[-2]
 
     own = _assert_serves_the_report_of(client, f"/runs/2013-12/{run_key(DRY)}", dry)
     assert _headline(own) == "Market segments, 2013-12 (dry run)"
