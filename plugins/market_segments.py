@@ -306,7 +306,8 @@ def list_runs(config: Any) -> tuple[list[dict[str, Any]], str | None]:
     last). ``published`` is whether the run's id is the month's published run (``published_runs``),
     None when the warehouse could not be read; ``status`` is ``_status``'s label, or ``failed`` /
     ``running`` from Airflow for a run that did not publish; ``airflow`` is the Airflow run's entry
-    (None: not in the metadata DB). Folders without a readable ``run.json`` are skipped (logged).
+    (None: not in the metadata DB); ``changed`` the Params it set away from the defaults. Folders
+    without a readable ``run.json`` are skipped (logged).
     """
     runs = _scan_runs(config.artifacts_dir)
     in_airflow = airflow_runs() or {}
@@ -317,7 +318,9 @@ def list_runs(config: Any) -> tuple[list[dict[str, Any]], str | None]:
         run["published"] = None if published is None else published.get(run["month"]) == run["run_id"]
         run["airflow"] = in_airflow.get(run["run_id"])
     published_started = {run["month"]: run["started_at"] for run in runs if run["published"]}
+    defaults = _param_defaults(config)
     for run in runs:
+        run["changed"] = {k: v for k, v in run["params"].items() if v is not None and defaults.get(k, v) != v}
         run["status"] = _status(run, published, published_started)
         state = (run["airflow"] or {}).get("state")
         if state == "failed" and run["status"] != "published":
@@ -329,6 +332,13 @@ def list_runs(config: Any) -> tuple[list[dict[str, Any]], str | None]:
     runs.sort(key=lambda r: r["published"] is not True)
     runs.sort(key=lambda r: r["month"], reverse=True)
     return runs, error
+
+
+def _param_defaults(config: Any) -> dict[str, Any]:
+    """The DAG's Params' defaults under ``config`` (``params.run_params``): what a run needs not repeat."""
+    from include.segmentation.params import run_params
+
+    return {name: param.value for name, param in run_params(config).items()}
 
 
 def latest_segments(

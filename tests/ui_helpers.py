@@ -120,32 +120,44 @@ def segmented_warehouse(base: Path) -> Generator[SegmentedWarehouse, None, None]
         yield SegmentedWarehouse(config, port, connection_json(port), artifacts, MONTHS, run_ids, folders)
 
 
+def ui_env(home: Path, env: dict[str, str], port: int | None = None) -> dict[str, str]:
+    """The environment of the test Airflow in ``home`` (its api-server on ``port``, and CLI calls):
+    ``plugins/``, SimpleAuthManager's password login for ``USERS`` (passwords file in ``home``,
+    all-admins off), plus ``env`` (warehouse connection, artifacts)."""
+    passwords = home / "simple_auth_manager_passwords.json.generated"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")} | {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, (r, _p) in USERS.items()),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__API_AUTH__JWT_SECRET": "ui-test-secret-not-for-production",
+        "PYTHONPATH": str(ROOT),
+    }
+    if port is not None:
+        base |= {"AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port)}
+    return base | env
+
+
+def airflow_cli(home: Path, env: dict[str, str], *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``airflow *args`` against the test Airflow in ``home`` (``ui_env``); output captured as text."""
+    airflow = str(Path(sys.executable).parent / "airflow")
+    return subprocess.run(
+        [airflow, *args], env=ui_env(home, env), cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
 @contextmanager
 def api_server(home: Path, env: dict[str, str]) -> Generator[int, None, None]:
     """Airflow's api-server alone (metadata DB migrated), with ``plugins/`` and SimpleAuthManager's
-    password login for ``USERS`` (passwords file pre-written, all-admins off). Yields its port; stops
-    it (by process group) after. ``env`` adds to the environment (warehouse connection, artifacts)."""
+    password login for ``USERS`` (``ui_env``). Yields its port; stops it (by process group) after."""
     home.mkdir(parents=True, exist_ok=True)
     passwords = home / "simple_auth_manager_passwords.json.generated"
     passwords.write_text(json.dumps({user: password for user, (_role, password) in USERS.items()}))
     port = free_port()
-    env = (
-        {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
-        | {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, (r, _p) in USERS.items()),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API_AUTH__JWT_SECRET": "ui-test-secret-not-for-production",
-            "PYTHONPATH": str(ROOT),
-        }
-        | env
-    )
+    env = ui_env(home, env, port)
     airflow = str(Path(sys.executable).parent / "airflow")
     subprocess.run([airflow, "db", "migrate"], check=True, env=env, cwd=ROOT, capture_output=True, timeout=600)
     with open(home / "api-server.log", "w") as log:

@@ -334,9 +334,10 @@ def silhouette_figure(metrics: Mapping[str, Any]) -> go.Figure:
     return fig
 
 
-def k_warnings(metrics: Mapping[str, Any]) -> list[str]:
-    """Flags on the run's k for the report and the Runs page: k changed from last month's (SegmentIDs
-    then move in bulk), and k at the top of the range searched (the data may hold more segments)."""
+def k_warnings(metrics: Mapping[str, Any], k_max: int) -> list[str]:
+    """Flags on the run's k for the report: k changed from last month's (SegmentIDs then move in bulk),
+    and k at ``k_max`` (``clustering.k_max``), the top of the range searched: the data may hold more
+    segments. (A search that stopped below ``k_max``, for want of markets, is not flagged.)"""
     flags = []
     k, previous = metrics.get("n_clusters"), metrics.get("previous_k")
     if isinstance(previous, int) and isinstance(k, int) and previous != k:
@@ -346,7 +347,7 @@ def k_warnings(metrics: Mapping[str, Any]) -> list[str]:
             "markets that changed segment before relying on this month's SegmentIDs"
         )
     searched = sorted(int(x) for x in metrics.get("k_curve") or {})
-    if isinstance(k, int) and len(searched) > 1 and k == searched[-1]:
+    if isinstance(k, int) and len(searched) > 1 and k == searched[-1] == k_max:
         flags.append(
             f"k = {k} is the largest k searched ({searched[0]}-{searched[-1]}): the data may hold more segments; "
             "raise clustering.k_max to search further"
@@ -595,7 +596,7 @@ def render_report(run: RunArtifacts) -> str:
         previous_month=previous_month,
         n_new=int((prev.isna()).sum()) if previous_month else 0,
         excluded=excluded_rows(inputs.excluded),
-        warnings=k_warnings(metrics),
+        warnings=k_warnings(metrics, run.config.clustering.k_max),
         id_note=id_note([row["segment"] for row in rows]),
         nav=Markup(NAV_MARKER),
     )

@@ -91,14 +91,16 @@ def test_axis_drivers_name_the_largest_parts_of_an_axis():
 
 def test_k_flags_and_segment_id_gaps_are_explained():
     metrics = {"n_clusters": 2, "previous_k": 10, "previous_month": "2013-11", "k_curve": {"2": 0.2, "3": 0.1}}
-    (changed,) = report.k_warnings(metrics)
+    (changed,) = report.k_warnings(metrics, k_max=10)
     assert changed.startswith("k changed from 10 in 2013-11 to 2")
-    top = report.k_warnings({"n_clusters": 10, "k_curve": {str(k): 0.1 for k in range(2, 11)}})
+    top = report.k_warnings({"n_clusters": 10, "k_curve": {str(k): 0.1 for k in range(2, 11)}}, k_max=10)
     assert top == [
         "k = 10 is the largest k searched (2-10): the data may hold more segments; raise clustering.k_max to "
         "search further"
     ]
-    assert report.k_warnings({"n_clusters": 4, "previous_k": 4, "k_curve": {"4": 0.2, "5": 0.1}}) == []
+    assert report.k_warnings({"n_clusters": 4, "previous_k": 4, "k_curve": {"4": 0.2, "5": 0.1}}, k_max=10) == []
+    # The search stopped at 4 for want of markets, below k_max: nothing to raise.
+    assert report.k_warnings({"n_clusters": 4, "k_curve": {"2": 0.1, "3": 0.1, "4": 0.2}}, k_max=6) == []
     assert report.id_note(["1", "2", "unassigned"]) is None
     assert report.id_note(["1", "6"]).startswith("SegmentIDs this month: 1, 6. An id stays with its segment")
 

@@ -11,15 +11,18 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from include.segmentation.adapters.catalog import run_key
 from include.segmentation.report import NAV_MARKER, external_plotly
 from tests.processes import ROOT
-from tests.ui_helpers import MONTHS, STAR, USERS, api_server, get, login_token, segment
+from tests.ui_helpers import CONFIG, MONTHS, STAR, USERS, airflow_cli, api_server, get, login_token, segment
 
+DAG_ID = "market_segmentation"
 #: Every page; the run page is December's run in ``segmented_warehouse`` (run id ``ui-test-1``).
 PAGES = ("/", "/runs/2013-12", f"/runs/2013-12/{run_key('ui-test-1')}", "/markets", "/about")
 #: A runs-page row: month, run key, status and the cells.
@@ -176,6 +179,7 @@ def test_list_runs_reads_every_run_folder(plugin, artifacts, monkeypatch, caplog
         "previous_month": None,
         "previous_k": None,
         "airflow": None,  # this process has no Airflow metadata DB with the DAG's runs
+        "changed": {"dry_run": True, "n_clusters": 5, "target_month": "2013-12"},  # epochs None: left out
         "silhouette_hybrid": 0.41,
         "silhouette_lstm": 0.2,
         "silhouette_static": None,
@@ -592,7 +596,7 @@ def _assert_published_is_the_real_run(plugin, real: dict, dry: dict) -> None:
     assert published[7] == f"{real['cluster_markets']['silhouette_hybrid']:.3f}"
     assert dry_cells[:3] == ["2013-12", f"<code>{DRY}</code>", "2014-01-03 09:30:00+00:00"]
     assert ">dry run</span>" in dry_cells[3]
-    assert dry_cells[4] == "dry_run=True, force_retrain=False, n_clusters=3, target_month=2013-12"
+    assert dry_cells[4] == "dry_run=True, n_clusters=3, target_month=2013-12"  # defaults left out
     assert dry_cells[6] == "3"
     assert dry_cells[7] == f"{dry['cluster_markets']['silhouette_hybrid']:.3f}"
     assert f'<a href="./runs/2013-12/{run_key(DRY)}">open report</a>' in dry_cells[-2]
@@ -657,71 +661,134 @@ def test_a_bad_run_key_of_a_real_run_is_not_found(plugin, run_december):
 # Inside Airflow's api-server, with SimpleAuthManager's password login
 
 
+@dataclass(frozen=True)
+class AirflowWithRuns:
+    """The api-server's port, and the ids of two real runs of the DAG in its metadata DB."""
+
+    port: int
+    failed: str  # 2015-06: after the data ends, fails before anything is written
+    dry: str  # 2013-12 as a dry run: a report, nothing written
+
+
 @pytest.fixture(scope="module")
-def airflow_port(segmented_months, tmp_path_factory):
+def airflow_ui(segmented_months, tmp_path_factory):
+    """Airflow's api-server over the segmented months, plus two real DAG runs (``airflow dags test``) in
+    its metadata DB: one failed, one dry run."""
+    home = tmp_path_factory.mktemp("airflow-home")
+    config = home / "segmentation.json"
+    config.write_text(json.dumps(CONFIG))
     env = {
         "AIRFLOW_CONN_SNOWFLAKE_DEFAULT": segmented_months.conn_json,
         "SEGMENTATION_ARTIFACTS": str(segmented_months.artifacts),
+        "SEGMENTATION_CONFIG": str(config),
     }
-    with api_server(tmp_path_factory.mktemp("airflow-home"), env) as port:
-        yield port
+    with api_server(home, env) as port:
+        failed = airflow_cli(home, env, "dags", "test", DAG_ID, "2015-06-01")
+        assert "state=failed" in failed.stdout + failed.stderr, (failed.stdout + failed.stderr)[-3000:]
+        dry = airflow_cli(home, env, "dags", "test", DAG_ID, "2013-12-01", "-c", json.dumps({"dry_run": True}))
+        assert "state=success" in dry.stdout + dry.stderr, (dry.stdout + dry.stderr)[-3000:]
+        _, body = get(port, f"/api/v2/dags/{DAG_ID}/dagRuns", token=login_token(port, "admin"))
+        by_state = {run["state"]: run["dag_run_id"] for run in json.loads(body)["dag_runs"]}
+        yield AirflowWithRuns(port, by_state["failed"], by_state["success"])
 
 
 @pytest.mark.integration
-def test_api_server_pages_need_an_airflow_login(airflow_port):
+def test_api_server_pages_need_an_airflow_login(airflow_ui):
+    port = airflow_ui.port
     for page in PAGES:
-        status, body = get(airflow_port, f"/segments{page}")
+        status, body = get(port, f"/segments{page}")
         assert status == 401, (page, body[:200])
-        assert json.loads(body) == {"detail": "Not authenticated"}
-        assert get(airflow_port, f"/segments{page}", token="not-a-jwt")[0] in (401, 403)
-    token = login_token(airflow_port, "viewer")
+        assert json.loads(body) == {"detail": "Not authenticated"}  # an API client gets JSON
+        assert get(port, f"/segments{page}", token="not-a-jwt")[0] in (401, 403)
+    token = login_token(port, "viewer")
     for page in PAGES:
-        status, body = get(airflow_port, f"/segments{page}", token=token)
+        status, body = get(port, f"/segments{page}", token=token)
         assert status == 200, (page, body[:500])
-        status, _ = get(airflow_port, f"/segments{page}", cookie=token)  # as the UI's iframe sends it
+        status, _ = get(port, f"/segments{page}", cookie=token)  # as the UI's iframe sends it
         assert status == 200, page
-    status, body = get(airflow_port, "/segments/markets", token=token)
+    status, body = get(port, "/segments/markets", token=token)
     assert len(re.findall(r'<tr data-market="', body)) == 12  # every synthetic market, from the warehouse
     assert '<a href="./runs/2013-12">2013-12</a>' in body  # the month's published report
-    status, body = get(airflow_port, "/segments/", token=token)
-    assert [(m, k, s) for m, k, s, _ in ROW.findall(body)] == [
-        ("2013-12", run_key("ui-test-1"), "published"),
-        ("2013-11", run_key("ui-test-0"), "published"),
-    ]
-    status, body = get(airflow_port, "/segments/runs/2013-12", token=token)
-    assert "<dd>ui-test-1</dd>" in body
 
 
 @pytest.mark.integration
-def test_market_segments_in_the_airflow_ui(airflow_port, chromium, tmp_path):
-    """Log in on Airflow's page, open "Market segments" in the navigation, a run's report and its PCA plot.
+def test_runs_page_and_airflow_link_to_each_other(airflow_ui):
+    """The Runs page lists the failed and the dry Airflow run with links into Airflow; each task's
+    "Segment report" extra link leads to the run's report (or says why there is none)."""
+    port, token = airflow_ui.port, login_token(airflow_ui.port, "viewer")
+    _, body = get(port, "/segments/", token=token)
+    rows = ROW.findall(body)
+    assert [(m, s) for m, _k, s, _ in rows] == [
+        ("2015-06", "failed"),
+        ("2013-12", "published"),
+        ("2013-12", "dry-run"),
+        ("2013-11", "published"),
+    ]
+    failed = dict(zip(("month", "key", "status", "cells"), rows[0], strict=True))["cells"]
+    run = quote(airflow_ui.failed, safe="")
+    assert f'<a href="./../dags/{DAG_ID}/runs/{run}" class="airflow">failed</a>' in failed
+    assert re.search(rf'<a href="./../dags/{DAG_ID}/runs/{re.escape(run)}/tasks/[a-z_]+" class="airflow">log: ', failed)
+    assert (
+        f'<a href="./../dags/{DAG_ID}/runs/{quote(airflow_ui.dry, safe="")}" class="airflow">success</a>' in rows[2][3]
+    )
 
-    Screenshots go to the test's tmp_path, or to ``$TEST_OUTPUT_DIR`` when set (e.g. CI artifacts).
-    """
-    from playwright.sync_api import expect, sync_playwright
+    def report_link(run_id: str) -> str:
+        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}/taskInstances/build_report/links"
+        status, body = get(port, path, token=token)
+        assert status == 200, body
+        return json.loads(body)["extra_links"]["Segment report"]
 
+    link = report_link(airflow_ui.dry)
+    assert link == f"/segments/by-run?run_id={quote(airflow_ui.dry, safe='')}"
+    status, page = get(port, link, token=token)  # redirected to the run's own report
+    assert status == 200
+    assert _headline(page) == "Market segments, 2013-12 (dry run)"
+    assert f"<dd>{airflow_ui.dry}</dd>" in page
+    status, page = get(port, report_link(airflow_ui.failed), token=token)
+    assert status == 404
+    assert "No report for this run" in page
+    assert "(Airflow state: failed)" in page
+
+
+def _screenshots(tmp_path) -> Path:
+    """Where screenshots go: ``$TEST_OUTPUT_DIR`` when set (CI keeps it as artifacts), else the test's tmp_path."""
     out = Path(os.environ.get("TEST_OUTPUT_DIR") or tmp_path)
     out.mkdir(parents=True, exist_ok=True)
+    return out
 
-    base = f"http://127.0.0.1:{airflow_port}"
+
+def _sign_in(page, base: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{base}/")
+    page.locator("input[name=username]").fill("admin")
+    page.locator("input[name=password]").fill(USERS["admin"][1])
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("link", name="Segments")).to_be_visible(timeout=30_000)
+
+
+@pytest.mark.integration
+def test_market_segments_in_the_airflow_ui(airflow_ui, chromium, tmp_path):
+    """Log in on Airflow's page, open "Segments" in the navigation: the runs (a failed and a dry run among
+    them), a report and its PCA plot, the history chart and migration matrix, a market's history, a
+    CSV download, and from a run back into Airflow."""
+    from playwright.sync_api import expect, sync_playwright
+
+    out = _screenshots(tmp_path)
+    base = f"http://127.0.0.1:{airflow_ui.port}"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{base}/")
-            page.locator("input[name=username]").fill("admin")
-            page.locator("input[name=password]").fill(USERS["admin"][1])
-            page.get_by_role("button", name="Sign in").click()
-            entry = page.get_by_role("link", name="Market segments")
-            expect(entry).to_be_visible(timeout=30_000)
-            entry.click()
+            page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+            _sign_in(page, base)
+            page.get_by_role("link", name="Segments").click()
             expect(page).to_have_url(re.compile(r"/plugin/market-segments"))
             frame = page.frame_locator("iframe")
             runs = frame.locator("table#runs tbody tr")
-            expect(runs).to_have_count(2, timeout=30_000)
-            expect(runs.first).to_have_attribute("data-month", "2013-12")
-            expect(runs.first).to_have_attribute("data-status", "published")
-            page.screenshot(path=out / "market-segments-runs.png")
+            expect(runs).to_have_count(4, timeout=30_000)
+            expect(runs.first).to_have_attribute("data-status", "failed")
+            expect(frame.locator('table#runs tr[data-status="dry-run"]')).to_have_count(1)
+            page.screenshot(path=out / "market-segments-runs.png", full_page=True)
 
             frame.get_by_role("link", name="2013-12").first.click()
             expect(frame.locator("h1")).to_have_text("Market segments, 2013-12", timeout=30_000)
@@ -732,11 +799,61 @@ def test_market_segments_in_the_airflow_ui(airflow_port, chromium, tmp_path):
             expect(frame.locator("#profile-table tbody tr").first).to_be_visible()
             page.screenshot(path=out / "market-segments-report.png", full_page=True)
 
+            frame.get_by_role("link", name="History").click()
+            bars = frame.locator("#sizes-plot.js-plotly-plot")
+            expect(bars).to_be_visible(timeout=30_000)
+            assert bars.locator(".barlayer .point").count() >= 2  # segments x two months
+            expect(frame.locator("#migration-matrix tbody tr").first).to_be_visible()
+            page.screenshot(path=out / "market-segments-history.png", full_page=True)
+            with page.expect_download() as download:
+                frame.get_by_role("link", name="segments", exact=True).click()
+            csv = Path(download.value.path()).read_text()
+            assert csv.splitlines()[0] == "month,market_key,market_name,territory_group,segment_id"
+            assert len(csv.splitlines()) == 13  # the header and the 12 markets of 2013-12
+            assert all(line.startswith("2013-12,") for line in csv.splitlines()[1:])
+
             frame.get_by_role("link", name="Latest segment per market").click()
             expect(frame.locator("#latest-segments tbody tr")).to_have_count(12, timeout=30_000)
-            frame.get_by_role("link", name="About").click()
-            expect(frame.get_by_role("heading", name="Why hybrid")).to_be_visible()
+            first_market = frame.locator("#latest-segments tbody tr").first.get_attribute("data-market")
+            frame.get_by_role("link", name=first_market, exact=True).click()
+            expect(frame.locator("#market-history tbody tr")).to_have_count(2, timeout=30_000)
+            page.screenshot(path=out / "market-segments-market.png", full_page=True)
+
+            # From a run on the Runs page into Airflow: the failed run's own page.
+            frame.get_by_role("link", name="Runs").click()
+            frame.locator('table#runs tr[data-status="failed"] td.airflow a').first.click()
+            expect(page).to_have_url(re.compile(rf"/dags/{DAG_ID}/runs/"), timeout=30_000)
+            page.screenshot(path=out / "airflow-failed-run.png")
         finally:
             browser.close()
     print(f"screenshots in {out}")
     assert (out / "market-segments-report.png").stat().st_size > 10_000
+
+
+@pytest.mark.integration
+def test_the_pages_follow_airflows_dark_theme(airflow_ui, chromium, tmp_path):
+    """With the system in dark mode Airflow's UI is dark, and so are the plugin's pages and reports."""
+    from playwright.sync_api import expect, sync_playwright
+
+    out = _screenshots(tmp_path)
+    base = f"http://127.0.0.1:{airflow_ui.port}"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000}, color_scheme="dark")
+            _sign_in(page, base)
+            expect(page.locator("html")).to_have_class(re.compile(r"\bdark\b"))  # Airflow's own theme
+            page.get_by_role("link", name="Segments").click()
+            frame = page.frame_locator("iframe")
+            expect(frame.locator("table#runs tbody tr").first).to_be_visible(timeout=30_000)
+            expect(frame.locator("html")).to_have_attribute("data-theme", "dark")
+            background = frame.locator("body").evaluate("b => getComputedStyle(b).backgroundColor")
+            assert background == "rgb(17, 19, 24)", background
+            frame.get_by_role("link", name="2013-12").first.click()
+            expect(frame.locator("#pca-plot.js-plotly-plot")).to_be_visible(timeout=30_000)
+            expect(frame.locator("html")).to_have_attribute("data-theme", "dark")
+            paper = frame.locator("#pca-plot").evaluate("el => el.layout.paper_bgcolor")
+            assert paper == "rgba(0,0,0,0)"  # the plot drawn on the dark page, not on white
+            page.screenshot(path=out / "market-segments-report-dark.png", full_page=True)
+        finally:
+            browser.close()
