@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -57,6 +58,11 @@ def test_demo_segments_the_loaded_file_and_keeps_it(tmp_path):
     assert "running DAG market_segmentation for 2019-12 (logical date 2019-12-01)" in out
     assert "2019-12: 12 markets in MARKET_SEGMENT" in out
     assert "Skipping masking" not in out
+    # The summary's profile table prints the report's units: shares and trends in %.
+    header = next(line for line in out.splitlines() if line.lstrip().startswith("segment") and "markets" in line)
+    assert "avg discount" in header
+    assert "trend (/month)" in header
+    assert re.search(r"\d+\.\d%", out.split(header)[1].splitlines()[1])
     record = json.loads((tmp_path / "warehouse" / "dataset.json").read_text())
     assert record == {"source": "file", "name": str(path), "latest_month": "2019-12"}
     assert not (tmp_path / "airflow" / "dags-test.log").read_text().count("AdventureWorks")

@@ -13,8 +13,8 @@ import pandas as pd
 
 from include.segmentation.adapters.warehouse import connect, query_frame, render_sql
 from include.segmentation.config import load_config
-from include.segmentation.core.features import TREND_FEATURES
 from include.segmentation.months import parse_month
+from include.segmentation.report import profile_rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,18 +49,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     profiles["segment"] = profiles["segment_id"].map(lambda v: "unassigned" if pd.isna(v) else str(int(v)))
     # The month's own feature set, from the long feature table (the profile table's feature columns
-    # are the seed's seven only).
-    static = list(dict.fromkeys(features.loc[features["statistic"] == "mean", "feature"]))
+    # are the seed's seven only; average monthly revenue is only there).
     wide = features.assign(segment_id=features["segment_id"].fillna(-1)).pivot_table(
         index="segment_id", columns="feature", values="value", dropna=False
     )
-    profiles = profiles.drop(columns=[c for c in static if c in profiles]).merge(
-        wide[static], left_on=profiles["segment_id"].fillna(-1), right_index=True, how="left"
+    profiles = profiles.drop(columns=[c for c in wide.columns if c in profiles]).merge(
+        wide, left_on=profiles["segment_id"].fillna(-1), right_index=True, how="left"
     )
-    columns = ["segment", "n_markets", *static, *TREND_FEATURES, "main_group"]
-    fixed = {"display.width": 250, "display.max_columns": 30, "display.float_format": "{:,.3f}".format}
-    with pd.option_context(*(x for item in fixed.items() for x in item)):
-        print(profiles[columns].to_string(index=False))
+    # The report's columns and units (percentages, currency, counts), so the two never disagree.
+    headers, cells = profile_rows(profiles.drop(columns=["examples"]), config.static_features)
+    table = pd.DataFrame([r["cells"] for r in cells], columns=[h["title"] for h in headers])
+    table.insert(0, "segment", [r["segment"] for r in cells])
+    with pd.option_context("display.width", 250, "display.max_columns", 40):
+        print(table.to_string(index=False))
     print()
     for row in profiles.itertuples():
         print(f"segment {row.segment:>10}  ({row.n_markets} markets, e.g. {row.examples}): {row.description}")
