@@ -28,10 +28,18 @@ Segments every market for one calendar month from a Snowflake star schema:
 12. **align_segments**: SegmentIDs carried over from the month before; stability;
 13. **profile_segments**: a profile and one-line description per segment;
 14. **build_report**: the run's HTML report (run id, Params, PCA scatter, loss and k curves,
-    profiles, markets that moved), under "Market segments" in the Airflow UI;
-15. **write_segments**: in one transaction, the month's rows of `MARKET_SEGMENT`,
+    profiles, markets that moved), under "Segments" in the Airflow UI;
+15. **decide_approval**: the change against last month (markets keeping their SegmentID, k, segments
+    appearing or disappearing, markets excluded) and whether a person must approve (`approval`);
+16. **approve_segments**: when asked, waits in *Required actions* (no worker slot held) for Approve
+    or Reject, with the month, k before and after, stability, the biggest moves and the report link;
+    a mail goes to `alerts.email_to`. Otherwise approves at once;
+17. **write_segments**: in one transaction, the month's rows of `MARKET_SEGMENT`,
     `SEGMENT_MIGRATION` and `SEGMENT_PROFILE` replaced and one row added to `SEGMENTATION_RUN`;
-    updates their Assets. Skipped by a dry run.
+    updates their Assets. Skipped by a dry run and by a rejection (nothing written);
+18. **record_outcome**: written, dry run or rejected, with k and stability: the run's note.
+
+A failed task mails `alerts.email_to` (and any configured notifier) with the month and links.
 
 The run's month: the `target_month` Param; else the logical date's month (a scheduled run or backfill
 of 2013-12-01 segments 2013-12, in any timezone); else, or when that month is not over yet, the last
@@ -47,6 +55,8 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, PokeReturnValue, dag, get_current_context, task
 
+from include.segmentation.alerts import ApprovalRequestAlert, RunFailedAlert
+from include.segmentation.approval import SegmentApprovalOperator
 from include.segmentation.assets import segment_assets
 from include.segmentation.config import load_config
 from include.segmentation.params import run_params
@@ -178,17 +188,61 @@ def build_report(run: str) -> dict:
     return _call(steps.build_report, _open(run))
 
 
-# Outlets: a successful write updates the segment assets; a failed or dry run (skipped) does not.
-@task(multiple_outputs=False, outlets=segment_assets(DEFAULTS.warehouse))
+@task(multiple_outputs=False)
+def decide_approval(run: str) -> dict:
+    from include.segmentation import steps
+
+    return _call(steps.decide_approval, _open(run))
+
+
+def approve_segments() -> SegmentApprovalOperator:
+    """Airflow's human-in-the-loop approval, asked only when ``decide_approval`` says so."""
+    decision = "ti.xcom_pull(task_ids='decide_approval')"
+    return SegmentApprovalOperator(
+        task_id="approve_segments",
+        decision_task_id="decide_approval",
+        subject="{{ " + decision + "['subject'] }}",
+        body="{{ " + decision + "['body'] }}",
+        # An unanswered request decides this when it times out.
+        defaults=SegmentApprovalOperator.REJECT
+        if DEFAULTS.approval.on_timeout == "reject"
+        else SegmentApprovalOperator.APPROVE,
+        response_timeout=timedelta(hours=DEFAULTS.approval.timeout_hours),
+        notifiers=[ApprovalRequestAlert()],
+        retries=0,
+    )
+
+
+# Outlets: a successful write updates the segment assets; a failed, rejected or dry run does not.
+# none_failed: the approval task's "Reject" skips this task, as does a dry run below.
+@task(multiple_outputs=False, outlets=segment_assets(DEFAULTS.warehouse), trigger_rule="none_failed")
 def write_segments(run: str) -> dict:
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from include.segmentation import steps
+    from include.segmentation import alerts, steps
 
-    result = _call(steps.write_segments, _open(run))
+    opened = _open(run)
+    result = _call(steps.write_segments, opened)
     if result["dry_run"]:
         raise AirflowSkipException(f"dry run: {result['model_version']} computed, nothing written")
+    decision = get_current_context()["ti"].xcom_pull(task_ids="decide_approval") or {}
+    if decision.get("change_reasons") and not decision.get("ask"):
+        # Written without asking (approval: never), but a consumer of SegmentIDs should hear of it.
+        text = "Written without approval (approval: never).\n\n" + decision["body"]
+        alerts.send(opened.config.alerts, f"Market segments of {opened.month} changed", text, get_current_context())
     return result
+
+
+# After the write, or after a rejection or dry run skipped it; not after a failed write (the run fails).
+@task(multiple_outputs=False, trigger_rule="none_failed_min_one_success")
+def record_outcome(run: str) -> dict:
+    from include.segmentation import steps
+
+    ti = get_current_context()["ti"]
+    answer = ti.xcom_pull(task_ids="approve_segments") or {}
+    asked = bool(answer.get("asked"))
+    decision = (answer.get("chosen_options") or [None])[0] if asked else None
+    return _call(steps.record_outcome, _open(run), decision, ti.xcom_pull(task_ids="write_segments"))
 
 
 @dag(
@@ -205,6 +259,8 @@ def write_segments(run: str) -> dict:
         "retry_delay": timedelta(minutes=1),
         "retry_exponential_backoff": True,
         "execution_timeout": timedelta(hours=2),
+        # A mail (alerts.email_to) and any configured notifier when a task fails for good.
+        "on_failure_callback": [RunFailedAlert()],
     },
     tags=["segmentation", "snowflake", "pytorch"],
     params=run_params(DEFAULTS),
@@ -220,7 +276,10 @@ def market_segmentation():
     wait_for_previous_month(run) >> read_previous(run) >> model
     profiles = profile_segments(run)
     model >> embed_markets(run) >> cluster_markets(run) >> align_segments(run) >> profiles
-    profiles >> [build_report(run), write_segments(run)]
+    decision = decide_approval(run)
+    written = write_segments(run)
+    profiles >> build_report(run) >> decision >> approve_segments() >> written
+    [decision, written] >> record_outcome(run)
 
 
 market_segmentation()

@@ -155,12 +155,17 @@ class WarehouseConfig(_Strict):
         "DERIVED_COLUMNS",
         description="Where a loader records columns it made up (TABLE_NAME, COLUMN_NAME, HOW); read if present.",
     )
+    current_segment_view: Identifier = Field(
+        "CURRENT_MARKET_SEGMENT",
+        description="View for BI tools: each market's SegmentID in the newest month it was written, with the "
+        "segment's description, the month and the model version (created with the result tables).",
+    )
 
     @model_validator(mode="after")
     def _result_tables_are_new(self) -> WarehouseConfig:
         inputs = {self.fact_sale.name, self.territory.name, self.customer.name, self.product.name, self.date.name}
         results = [self.market_segment_table, self.run_table, self.migration_table, self.profile_table]
-        results += [self.feature_table, self.derived_columns_table]
+        results += [self.feature_table, self.derived_columns_table, self.current_segment_view]
         staged = (self.market_segment_table, self.migration_table, self.profile_table, self.feature_table)
         results += [f"{t}_STAGE" for t in staged]
         if len(set(results)) < len(results) or inputs & set(results):
@@ -536,6 +541,59 @@ DEFAULT_FEATURES = (
 )
 
 
+ApprovalMode = Literal["never", "on_change", "always"]
+
+
+class ApprovalConfig(_Strict):
+    """When a person must approve a month's segments before they are written (``core.gate``).
+
+    ``on_change`` asks when fewer than ``min_kept_share`` of the markets keep their SegmentID, when k
+    changes, when a segment appears or disappears, or when the data-quality gate excluded more than
+    ``max_excluded_share`` of the markets; an unchanged month is written without asking, as is the
+    first month. The request waits in Airflow's "Required actions" without holding a worker slot.
+    """
+
+    mode: ApprovalMode = Field(
+        "never", description="never: write at once; on_change: ask when the segments change; always: ask every month."
+    )
+    min_kept_share: float = Field(
+        0.8, ge=0, le=1, description="on_change asks when fewer markets (share 0-1) keep their SegmentID."
+    )
+    max_excluded_share: float = Field(
+        0.1, ge=0, le=1, description="on_change asks when the quality gate excluded more markets (share 0-1)."
+    )
+    timeout_hours: float = Field(72, gt=0, le=24 * 90, description="How long a request waits for an answer.")
+    on_timeout: Literal["reject", "approve"] = Field(
+        "reject", description="What an unanswered request decides when it times out (reject: nothing written)."
+    )
+
+
+class NotifierSpec(_Strict):
+    """Any Airflow notifier (Slack, Teams, PagerDuty...), by class path and keyword arguments; the alert's
+    text is passed as ``message_arg``, e.g. ``{"notifier": "airflow.providers.slack.notifications.slack.
+    SlackNotifier", "kwargs": {"slack_conn_id": "slack", "channel": "#segments"}, "message_arg": "text"}``."""
+
+    notifier: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+    kwargs: dict[str, object] = {}
+    message_arg: str = Field("text", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class AlertsConfig(_Strict):
+    """Who hears about a failed run, an approval request and a large change (``include/segmentation/alerts.py``).
+
+    Mail goes through the SMTP connection ``smtp_conn_id`` (host, port, login in the connection, not
+    here); ``notifiers`` adds any other channel. Nothing configured: no alerts.
+    """
+
+    email_to: tuple[str, ...] = Field((), description="Recipients of the alert mails; empty: no mail.")
+    smtp_conn_id: str = Field("smtp_default", description="Airflow connection of the SMTP server.")
+    email_from: str | None = Field(None, description="Sender; default: the SMTP connection's from_email.")
+    notifiers: tuple[NotifierSpec, ...] = ()
+    ui_url: str | None = Field(
+        None, description="The Airflow UI's address in links (default: Airflow's [api] base_url)."
+    )
+
+
 class SegmentationConfig(_Strict):
     """The whole pipeline's configuration. Defaults run the demo; a user overrides any field."""
 
@@ -544,6 +602,8 @@ class SegmentationConfig(_Strict):
     model: ModelConfig = ModelConfig()
     clustering: ClusterConfig = ClusterConfig()
     quality: QualityConfig = QualityConfig()
+    approval: ApprovalConfig = ApprovalConfig()
+    alerts: AlertsConfig = AlertsConfig()
     static_features: tuple[StaticFeature, ...] = Field(
         DEFAULT_FEATURES, description="The static features per market, in order; the defaults are the seed's seven."
     )
@@ -597,7 +657,8 @@ class SegmentationConfig(_Strict):
     def with_overrides(self, **params: object) -> SegmentationConfig:
         """Return a copy with run-level overrides (Airflow Params) applied and re-validated.
 
-        Accepted keys: ``seq_len``, ``epochs``, ``algorithm``, ``n_clusters``, ``static_weight``.
+        Accepted keys: ``seq_len``, ``epochs``, ``algorithm``, ``n_clusters``, ``static_weight``,
+        ``approval`` (``approval.mode``).
         Values are applied as given (``n_clusters=None`` means "choose k": ``k_selection``). Raises
         ``KeyError`` for an unknown key and ``pydantic.ValidationError`` naming the bad parameter.
         """
@@ -608,11 +669,16 @@ class SegmentationConfig(_Strict):
             "algorithm": "clustering",
             "n_clusters": "clustering",
             "static_weight": "clustering",
+            "approval": "approval",
         }
         for key, value in params.items():
             if key not in where:
                 raise KeyError(f"unknown run parameter {key!r}; expected one of {sorted(where)}")
-            data[where[key]][key] = value
+            if key == "approval":
+                if value is not None:  # a run triggered before the Param existed keeps the configured mode
+                    data["approval"]["mode"] = value
+            else:
+                data[where[key]][key] = value
         return SegmentationConfig.model_validate(data)
 
 

@@ -70,6 +70,16 @@ def run_params(defaults: SegmentationConfig) -> dict[str, Param]:
             section="Model and segments",
             description="Training stops earlier when the loss stops improving, or at model.max_steps.",
         ),
+        "approval": Param(
+            defaults.approval.mode,
+            type="string",
+            enum=["never", "on_change", "always"],
+            title="Approval before writing",
+            section="Run",
+            description="never: write at once; on_change: a person approves in Required actions when SegmentIDs "
+            "change (fewer markets keep theirs than approval.min_kept_share, k changes, a segment appears or "
+            "disappears, or many markets were excluded); always: every month. Rejected: nothing is written.",
+        ),
         "dry_run": Param(
             False,
             type="boolean",

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from include.segmentation.months import RunMonth
 
 #: Airflow Params that override configuration fields for one run (see ``SegmentationConfig.with_overrides``).
-CONFIG_PARAMS = ("seq_len", "epochs", "algorithm", "n_clusters", "static_weight")
+CONFIG_PARAMS = ("seq_len", "epochs", "algorithm", "n_clusters", "static_weight", "approval")
 
 #: Run states ``wait_for_previous_month`` waits for. Not "queued": a queued run of the month before
 #: may be held back by this very run (``max_active_runs``), and both would wait forever; a backfill

@@ -15,6 +15,7 @@ A step that is re-run overwrites its own files (atomically), never another run's
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from typing import Any
@@ -632,6 +633,73 @@ def build_report(run: RunArtifacts) -> dict:
     return {"path": str(run.report)}
 
 
+def decide_approval(run: RunArtifacts) -> dict:
+    """Whether a person must approve the month before it is written (``core.gate``, ``config.approval``).
+
+    Writes ``run.approval``: the change against the previous month, ``ask``, ``reasons`` (under the
+    run's ``approval.mode``), ``change_reasons`` (what ``on_change`` would have said: a large change
+    written without asking is still alerted) and the request's ``subject`` and Markdown ``body``.
+    A dry run writes nothing, so it never asks. Returns the same, for the approval task's request.
+    """
+    from include.segmentation.alerts import report_url
+    from include.segmentation.core.gate import approval_reasons, change, request_text
+
+    metrics = read_json(run.metrics)
+    excluded = read_parquet(run.excluded)
+    summary = change(
+        str(run.month),
+        read_parquet(run.segments),
+        read_parquet(run.previous_segments),
+        metrics,
+        int(excluded["market_key"].nunique()),
+    )
+    approval = run.config.approval
+    reasons = [] if run.dry_run else approval_reasons(summary, approval)
+    change_reasons = approval_reasons(summary, approval.model_copy(update={"mode": "on_change"}))
+    subject, body = request_text(summary, reasons or change_reasons, report_url(run.config, run.run_id))
+    decision = {
+        "ask": bool(reasons),
+        "mode": approval.mode,
+        "reasons": reasons,
+        "change_reasons": change_reasons,
+        "subject": subject,
+        "body": body,
+        "change": dataclasses.asdict(summary),
+    }
+    write_json(run.approval, decision)
+    if reasons:
+        log.info("%s needs approval before it is written: %s", run.month, "; ".join(reasons))
+    return {k: decision[k] for k in ("ask", "reasons", "change_reasons", "subject", "body")}
+
+
+def record_outcome(run: RunArtifacts, decision: str | None, written: dict | None) -> dict:
+    """What became of the run, in ``run.outcome`` (read by the UI plugin and the run's note):
+    ``outcome`` (``written``, ``dry run``, ``rejected``: a person or the timeout rejected it, nothing
+    written; ``not written``: the write did not happen), ``approval`` (the answer, or None when not
+    asked), the month, k and stability. ``decision``: the approval task's chosen option (None: not
+    asked); ``written``: ``write_segments``' result (None: it did not run)."""
+    metrics = read_json(run.metrics)
+    if run.dry_run:
+        outcome = "dry run"
+    elif decision == "Reject":
+        outcome = "rejected"
+    elif written and written.get("rows_written"):
+        outcome = "written"
+    else:
+        outcome = "not written"
+    result = {
+        "outcome": outcome,
+        "approval": decision,
+        "month": str(run.month),
+        "k": metrics.get("n_clusters"),
+        "stability": metrics.get("stability"),
+        "previous_month": metrics.get("previous_month"),
+    }
+    write_json(run.outcome, result)
+    log.info("%s: %s", run.month, outcome)
+    return result
+
+
 def write_segments(run: RunArtifacts) -> dict:
     """Write the month's SegmentIDs, segment profiles and run record (``adapters.writeback``); nothing
     for a dry run. Returns the rows written, the model version, whether it was a dry run and ``rerun``:
@@ -690,6 +758,7 @@ STEPS = (
     align_segments,
     profile_segments,
     build_report,
+    decide_approval,
     write_segments,
 )
 

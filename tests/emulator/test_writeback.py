@@ -316,3 +316,28 @@ def test_months_written_before_the_feature_table_are_copied_into_it_once(fake_co
     assert ("trend_slope", "median", "ratio", 0.5, "nov") in got
     cur.execute("SELECT COUNT(DISTINCT RUN_ID), COUNT(*) FROM SEGMENT_FEATURE WHERE SEGMENT_MONTH = '2013-12-01'")
     assert cur.fetchone() == (1, 22)  # the re-run replaced December's rows: 2 segments x 11
+
+
+def test_current_segment_view_has_one_row_per_market_after_months_written_out_of_order(fake_conn):
+    """CURRENT_MARKET_SEGMENT (for BI tools): each market's newest month, whatever order months were written."""
+    write_segments(fake_conn, W, segs({"A": 1, "B": 2}), DEC, run("dec"), profiles=profiles_for([1, 2], "December"))
+    # November written afterwards (a backfill), with a market December no longer has
+    write_segments(fake_conn, W, segs({"A": 2, "B": 2, "C": 1}), NOV, run("nov"), profiles=profiles_for([1, 2], "Nov"))
+    cur = fake_conn.cursor()
+    cur.execute(
+        f"SELECT MARKET_KEY, SEGMENT_ID, SEGMENT_DESCRIPTION, SEGMENT_MONTH, MODEL_VERSION, RUN_ID "
+        f"FROM {W.current_segment_view} ORDER BY MARKET_KEY"
+    )
+    assert [(k, s, d, str(m), v, r) for k, s, d, m, v, r in cur.fetchall()] == [
+        ("A", 1, "December #1", "2013-12-01", "lstm_hybrid_v2.0_20131231", "dec"),
+        ("B", 2, "December #2", "2013-12-01", "lstm_hybrid_v2.0_20131231", "dec"),
+        ("C", 1, "Nov #1", "2013-11-01", "lstm_hybrid_v2.0_20131231", "nov"),
+    ]
+    # a re-run of December without B: B's current segment is November's
+    write_segments(fake_conn, W, segs({"A": 1}), DEC, run("dec2"), profiles=profiles_for([1], "Again"))
+    cur.execute(f"SELECT MARKET_KEY, SEGMENT_ID, SEGMENT_MONTH FROM {W.current_segment_view} ORDER BY MARKET_KEY")
+    assert [(k, s, str(m)) for k, s, m in cur.fetchall()] == [
+        ("A", 1, "2013-12-01"),
+        ("B", 2, "2013-11-01"),
+        ("C", 1, "2013-11-01"),
+    ]

@@ -25,9 +25,12 @@ FLOW = {
     "embed_markets": ["cluster_markets"],
     "cluster_markets": ["align_segments"],
     "align_segments": ["profile_segments"],
-    "profile_segments": ["build_report", "write_segments"],
-    "build_report": [],
-    "write_segments": [],
+    "profile_segments": ["build_report"],
+    "build_report": ["decide_approval"],
+    "decide_approval": ["approve_segments", "record_outcome"],
+    "approve_segments": ["write_segments"],
+    "write_segments": ["record_outcome"],
+    "record_outcome": [],
 }
 TASKS = list(FLOW)
 
@@ -68,14 +71,24 @@ def test_tasks_and_dependencies(dag):
     assert sorted(dag.task_ids) == sorted(TASKS)
     down = {t: sorted(dag.get_task(t).downstream_task_ids) for t in TASKS if t != "start_run"}
     assert down == {t: d for t, d in FLOW.items() if t != "start_run"}
-    # every task gets the run's folder from start_run, and nothing else through XCom
-    assert dag.get_task("start_run").downstream_task_ids == set(TASKS) - {"start_run"}
+    # every task gets the run's folder from start_run, and nothing else through XCom (the approval
+    # task reads decide_approval's small decision)
+    assert dag.get_task("start_run").downstream_task_ids == set(TASKS) - {"start_run", "approve_segments"}
+    # a rejection skips the write, and the outcome is still recorded; a failed write fails the run
+    approve = dag.get_task("approve_segments")
+    assert approve.options == ["Approve", "Reject"]
+    assert approve.defaults == ["Reject"]  # an unanswered request writes nothing
+    assert approve.response_timeout.total_seconds() == 72 * 3600
+    assert dag.get_task("write_segments").trigger_rule == "none_failed"
+    assert dag.get_task("record_outcome").trigger_rule == "none_failed_min_one_success"
+    assert all(any(type(cb).__name__ == "RunFailedAlert" for cb in dag.get_task(t).on_failure_callback) for t in TASKS)
     # a waiting month holds no worker slot
     assert dag.get_task("wait_for_previous_month").mode == "reschedule"
     assert dag.doc_md.strip().startswith("### Monthly hybrid market segmentation")
     for task_id in TASKS:
         assert dag.get_task(task_id).execution_timeout is not None
-        assert dag.get_task(task_id).retries == 2
+        # a person's answer is not retried
+        assert dag.get_task(task_id).retries == (0 if task_id == "approve_segments" else 2)
 
 
 def test_schedule_is_a_monthly_data_interval_in_utc(dag):

@@ -104,6 +104,8 @@ class RunArtifacts:
     metrics = _File("metrics.json", "align_segments: the month's figures for the run record and report")
     profiles = _File("profiles.parquet", "profile_segments: one row per SegmentID, with its description")
     report = _File("report.html", "build_report")
+    approval = _File("approval.json", "decide_approval: the change against last month, whether to ask and why")
+    outcome = _File("outcome.json", "record_outcome: written, dry run, rejected or failed, with k and stability")
 
     @property
     def dry_run(self) -> bool:

@@ -746,6 +746,7 @@ def _drop_results(conn, warehouse) -> list[str]:
         if table_exists(conn, warehouse, table):
             conn.cursor().execute(f"DROP TABLE {table}")  # a validated identifier from the configuration
             dropped.append(table)
+    conn.cursor().execute(f"DROP VIEW IF EXISTS {warehouse.current_segment_view}")  # over the tables dropped
     return dropped
 
 

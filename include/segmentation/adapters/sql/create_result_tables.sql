@@ -74,3 +74,23 @@ CREATE TABLE IF NOT EXISTS {{ w.feature_table }} (
     KIND           VARCHAR  NOT NULL,  -- fraction (0-1), currency, count or ratio
     RUN_ID         VARCHAR  NOT NULL
 );
+-- For BI tools (Tableau, Power BI): each market's current SegmentID, its row in the newest month
+-- written for it (months may be written out of order: the month decides, not the write time), with
+-- the segment's description that month. IF NOT EXISTS: concurrent writers never replace it under
+-- each other; drop it to take a changed definition.
+CREATE VIEW IF NOT EXISTS {{ w.current_segment_view }} AS
+SELECT s.MARKET_KEY,
+       s.SEGMENT_ID,
+       p.DESCRIPTION    AS SEGMENT_DESCRIPTION,
+       s.SEGMENT_MONTH,
+       s.MODEL_VERSION,
+       s.ALGORITHM,
+       s.RUN_ID
+FROM {{ w.market_segment_table }} AS s
+JOIN (
+    SELECT MARKET_KEY, MAX(SEGMENT_MONTH) AS SEGMENT_MONTH
+    FROM {{ w.market_segment_table }}
+    GROUP BY MARKET_KEY
+) AS latest ON latest.MARKET_KEY = s.MARKET_KEY AND latest.SEGMENT_MONTH = s.SEGMENT_MONTH
+LEFT JOIN {{ w.profile_table }} AS p
+    ON p.SEGMENT_MONTH = s.SEGMENT_MONTH AND p.SEGMENT_ID IS NOT DISTINCT FROM s.SEGMENT_ID;
