@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 
@@ -121,7 +122,8 @@ def read_run(folder: Any) -> dict[str, Any] | None:
     """The entry of one run folder (``<YYYY-MM>/<run_key>``), ``published`` unknown (None).
 
     From ``run.json``: ``month`` (the month folder's name), ``run_id``, ``run_key`` (the folder's
-    name), ``dry_run``, ``started_at`` (ISO UTC, or None), ``params`` (dict); ``has_report``; and
+    name), ``dry_run``, ``started_at`` (ISO UTC, or None), ``params`` (dict); ``has_report``;
+    ``outcome`` (``outcome.json``'s: written, dry run, rejected...; None before the run ends); and
     ``_metric_fields`` of ``metrics.json`` (all None before the run wrote it). Returns None, logged,
     when the folder has no readable ``run.json`` with a run id.
     """
@@ -134,6 +136,8 @@ def read_run(folder: Any) -> dict[str, Any] | None:
         return None
     metrics_path = folder / RunArtifacts.metrics.name
     metrics = _read_json_or_none(metrics_path, "the run's figures show as n/a") if metrics_path.exists() else None
+    outcome_path = folder / RunArtifacts.outcome.name
+    outcome = _read_json_or_none(outcome_path, "its outcome shows as unknown") if outcome_path.exists() else None
     params, started = info.get("params"), info.get("started_at")
     return {
         "month": folder.parent.name,
@@ -144,6 +148,7 @@ def read_run(folder: Any) -> dict[str, Any] | None:
         "params": params if isinstance(params, dict) else {},
         "published": None,
         "has_report": (folder / RunArtifacts.report.name).exists(),
+        "outcome": outcome.get("outcome") if isinstance(outcome, dict) else None,
         **_metric_fields(metrics if isinstance(metrics, dict) else {}),
     }
 
@@ -191,7 +196,8 @@ def airflow_runs(limit: int = 500) -> dict[str, dict[str, Any]] | None:
 
     An entry has ``state`` (queued, running, success, failed), ``run_type``, ``logical_date`` and
     ``run_after`` (datetimes, UTC; logical date None for a run triggered without one), ``conf`` (the
-    Params it was triggered with), ``note`` and ``failed_task`` (the first failed task's id, or None).
+    Params it was triggered with), ``note``, ``failed_task`` (the first failed task's id, or None) and
+    ``awaiting_input`` (a task waits in "Required actions": the approval gate).
     """
     try:
         from airflow.models.dagrun import DagRun
@@ -203,15 +209,20 @@ def airflow_runs(limit: int = 500) -> dict[str, dict[str, Any]] | None:
             runs = session.scalars(
                 select(DagRun).where(DagRun.dag_id == DAG_ID).order_by(DagRun.run_after.desc()).limit(limit)
             ).all()
-            failed = session.execute(
-                select(TaskInstance.run_id, TaskInstance.task_id)
-                .where(TaskInstance.dag_id == DAG_ID, TaskInstance.state.in_(("failed", "upstream_failed")))
+            notable = session.execute(
+                select(TaskInstance.run_id, TaskInstance.task_id, TaskInstance.state)
+                .where(TaskInstance.dag_id == DAG_ID)
+                .where(TaskInstance.state.in_(("failed", "upstream_failed", "awaiting_input")))
                 .where(TaskInstance.run_id.in_([r.run_id for r in runs]))
                 .order_by(TaskInstance.start_date)
             ).all()
             first_failed: dict[str, str] = {}
-            for run_id, task_id in failed:
-                first_failed.setdefault(run_id, task_id)
+            awaiting: set[str] = set()
+            for run_id, task_id, state in notable:
+                if state == "awaiting_input":
+                    awaiting.add(run_id)
+                else:
+                    first_failed.setdefault(run_id, task_id)
             return {
                 r.run_id: {
                     "state": str(r.state),
@@ -221,6 +232,7 @@ def airflow_runs(limit: int = 500) -> dict[str, dict[str, Any]] | None:
                     "conf": dict(r.conf or {}),
                     "note": r.note,
                     "failed_task": first_failed.get(r.run_id),
+                    "awaiting_input": r.run_id in awaiting,
                 }
                 for r in runs
             }
@@ -254,6 +266,7 @@ def _run_from_airflow(run_id: str, entry: dict[str, Any]) -> dict[str, Any]:
         "params": conf,
         "published": None,
         "has_report": False,
+        "outcome": None,
         **_metric_fields({}),
     }
 
@@ -304,10 +317,10 @@ def list_runs(config: Any) -> tuple[list[dict[str, Any]], str | None]:
     One entry per run (``read_run``; an Airflow run without a folder: ``_run_from_airflow``), newest
     month first; within a month the published run first, then by ``started_at`` descending (unknown
     last). ``published`` is whether the run's id is the month's published run (``published_runs``),
-    None when the warehouse could not be read; ``status`` is ``_status``'s label, or ``failed`` /
-    ``running`` from Airflow for a run that did not publish; ``airflow`` is the Airflow run's entry
-    (None: not in the metadata DB); ``changed`` the Params it set away from the defaults. Folders
-    without a readable ``run.json`` are skipped (logged).
+    None when the warehouse could not be read; ``status`` is ``_status``'s label, or ``rejected`` (in
+    review), ``failed``, ``awaiting-approval`` / ``running`` from Airflow for a run that did not
+    publish; ``airflow`` is the Airflow run's entry (None: not in the metadata DB); ``changed`` the
+    Params it set away from the defaults. Folders without a readable ``run.json`` are skipped (logged).
     """
     runs = _scan_runs(config.artifacts_dir)
     in_airflow = airflow_runs() or {}
@@ -323,8 +336,12 @@ def list_runs(config: Any) -> tuple[list[dict[str, Any]], str | None]:
         run["changed"] = {k: v for k, v in run["params"].items() if v is not None and defaults.get(k, v) != v}
         run["status"] = _status(run, published, published_started)
         state = (run["airflow"] or {}).get("state")
-        if state == "failed" and run["status"] != "published":
+        if run["outcome"] == "rejected":
+            run["status"] = "rejected"
+        elif state == "failed" and run["status"] != "published":
             run["status"] = "failed"
+        elif (run["airflow"] or {}).get("awaiting_input"):
+            run["status"] = "awaiting-approval"
         elif state in ("queued", "running") and run["status"] in ("not-published", "unknown", "dry-run"):
             run["status"] = "running"
     # Stable sorts, last key first: start time, then published first, then month.
@@ -840,13 +857,60 @@ class SegmentReportLink(BaseOperatorLink):
         return f"{URL_PREFIX}/by-run?run_id={quote(ti_key.run_id, safe='')}"
 
 
+def run_note(config: Any, run_id: str, failed: bool) -> str | None:
+    """The note for the DAG run ``run_id`` when it ends: its ``outcome.json`` note (month, written / dry
+    run / rejected, k, stability, report link); for a failed run, the month and that nothing was
+    written. None when the run left no folder and did not fail."""
+    from include.segmentation.adapters.catalog import RunArtifacts, run_key
+    from include.segmentation.adapters.storage import as_path
+
+    key = run_key(run_id)
+    folder = next((m / key for m in _month_dirs(as_path(config.artifacts_dir)) if (m / key).is_dir()), None)
+    if folder is not None and not failed:
+        outcome = _read_json_or_none(folder / RunArtifacts.outcome.name, "no note") or {}
+        return outcome.get("note") if isinstance(outcome, dict) else None
+    if failed:
+        month = folder.parent.name if folder is not None else "the month"
+        link = f"/segments/by-run?run_id={quote(run_id, safe='')}"
+        return f"**{month}**: failed, nothing written; the current segments are unchanged. [Why]({link})"
+    return None
+
+
+class _RunNotes:
+    """A listener (in the scheduler, or ``dags test``): when a run of the DAG ends, its note says which
+    month it segmented and what became of it (``run_note``). A note a person wrote is kept."""
+
+    @hookimpl
+    def on_dag_run_success(self, dag_run: Any, msg: str) -> None:
+        self._note(dag_run, failed=False)
+
+    @hookimpl
+    def on_dag_run_failed(self, dag_run: Any, msg: str) -> None:
+        self._note(dag_run, failed=True)
+
+    @staticmethod
+    def _note(dag_run: Any, failed: bool) -> None:
+        if dag_run.dag_id != DAG_ID or dag_run.note:
+            return
+        try:
+            from include.segmentation.config import load_config
+
+            note = run_note(load_config(), dag_run.run_id, failed)
+            if note:
+                # The scheduler's session holds dag_run and commits the note with the run's state.
+                dag_run.note = note
+        except Exception:  # a note must never break the scheduler
+            log.exception("cannot write the note of run %s", dag_run.run_id)
+
+
 class MarketSegmentsPlugin(AirflowPlugin):
-    """Adds "Segments" to the Airflow UI's navigation (an iframe on ``/segments/``) and a "Segment
-    report" link on the DAG's tasks."""
+    """Adds "Segments" to the Airflow UI's navigation (an iframe on ``/segments/``), a "Segment report"
+    link on the DAG's tasks, and each run's note when it ends."""
 
     name = "market_segments"
     fastapi_apps = [{"name": "market_segments", "app": _LazyApp(), "url_prefix": URL_PREFIX}]
     global_operator_extra_links = [SegmentReportLink()]
+    listeners = [_RunNotes()]
     external_views = [
         {
             # Short: the navigation shows about 10 characters of a label.

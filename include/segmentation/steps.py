@@ -695,9 +695,25 @@ def record_outcome(run: RunArtifacts, decision: str | None, written: dict | None
         "stability": metrics.get("stability"),
         "previous_month": metrics.get("previous_month"),
     }
+    result["note"] = run_note(result, run.folder.parent.name + "/" + run.folder.name)
     write_json(run.outcome, result)
     log.info("%s: %s", run.month, outcome)
     return result
+
+
+def run_note(outcome: dict, report_path: str) -> str:
+    """The Airflow run's note (Markdown) from ``record_outcome``'s result: the month, what became of it,
+    k and stability, and the report (``report_path``: ``<YYYY-MM>/<run_key>`` under ``/segments/runs/``)."""
+    k = f"k={outcome['k']}" if outcome.get("k") is not None else "k n/a"
+    kept = f", {outcome['stability']:.0%} kept their SegmentID" if outcome.get("stability") is not None else ""
+    what = {
+        "written": f"written to the warehouse ({k}{kept})",
+        "dry run": f"dry run, nothing written ({k}{kept})",
+        "rejected": "rejected in review: nothing written"
+        + (f"; {outcome['previous_month']} stays current" if outcome.get("previous_month") else ""),
+    }.get(outcome["outcome"], f"{outcome['outcome']} ({k})")
+    approved = " Approved in review." if outcome.get("approval") == "Approve" else ""
+    return f"**{outcome['month']}**: {what}.{approved} [Report](/segments/runs/{report_path})"
 
 
 def write_segments(run: RunArtifacts) -> dict:
