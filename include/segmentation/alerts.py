@@ -10,6 +10,7 @@ log. An alert that cannot be delivered is logged, never raised: it must not chan
 from __future__ import annotations
 
 import html
+import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -55,10 +56,8 @@ def _html(text: str) -> str:
 
 def channels(alerts: AlertsConfig, subject: str, text: str) -> list[Any]:
     """The configured notifiers, each holding this alert: ``SmtpNotifier`` for ``email_to``, then each of
-    ``alerts.notifiers`` with ``subject`` and ``text`` in its ``message_arg``. Raises ``ImportError`` /
-    ``TypeError`` naming a notifier that cannot be built."""
-    from airflow.utils.module_loading import import_string
-
+    ``alerts.notifiers`` with ``subject`` and ``text`` in its ``message_arg``. Raises ``ImportError``,
+    ``AttributeError`` or ``TypeError`` naming a notifier that cannot be built."""
     built: list[Any] = []
     if alerts.email_to:
         from airflow.providers.smtp.notifications.smtp import SmtpNotifier
@@ -73,10 +72,11 @@ def channels(alerts: AlertsConfig, subject: str, text: str) -> list[Any]:
             )
         )
     for spec in alerts.notifiers:
+        module, _, name = spec.notifier.rpartition(".")
         try:
-            notifier = import_string(spec.notifier)
+            notifier = getattr(importlib.import_module(module), name)
             built.append(notifier(**spec.kwargs, **{spec.message_arg: f"{subject}\n\n{text}"}))
-        except (ImportError, TypeError) as err:
+        except (ImportError, AttributeError, TypeError) as err:
             raise type(err)(f"alerts.notifiers: cannot build {spec.notifier}: {err}") from err
     return built
 

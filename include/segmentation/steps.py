@@ -687,14 +687,16 @@ def record_outcome(run: RunArtifacts, decision: str | None, written: dict | None
         outcome = "written"
     else:
         outcome = "not written"
-    result = {
-        "outcome": outcome,
-        "approval": decision,
-        "month": str(run.month),
-        "k": metrics.get("n_clusters"),
-        "stability": metrics.get("stability"),
-        "previous_month": metrics.get("previous_month"),
-    }
+    result = _xcom(
+        {
+            "outcome": outcome,
+            "approval": decision,
+            "month": str(run.month),
+            "k": metrics.get("n_clusters"),
+            "stability": metrics.get("stability"),  # NaN (first month) -> None
+            "previous_month": metrics.get("previous_month"),
+        }
+    )
     result["note"] = run_note(result, run.folder.parent.name + "/" + run.folder.name)
     write_json(run.outcome, result)
     log.info("%s: %s", run.month, outcome)
