@@ -239,9 +239,11 @@ def record_outcome(run: str) -> dict:
     from include.segmentation import steps
 
     ti = get_current_context()["ti"]
-    answer = ti.xcom_pull(task_ids="approve_segments") or {}
-    asked = bool(answer.get("asked"))
-    decision = (answer.get("chosen_options") or [None])[0] if asked else None
+    decision = None
+    if (ti.xcom_pull(task_ids="decide_approval") or {}).get("ask"):
+        # A rejection (or the timeout's Reject) skips the write and leaves the approval task no result.
+        answer = ti.xcom_pull(task_ids="approve_segments")
+        decision = (answer.get("chosen_options") or ["Reject"])[0] if answer else "Reject"
     return _call(steps.record_outcome, _open(run), decision, ti.xcom_pull(task_ids="write_segments"))
 
 

@@ -29,7 +29,7 @@ import pytest
 from include.segmentation.adapters.warehouse import connect
 from include.segmentation.config import SegmentationConfig
 from include.segmentation.local.emulator import connection_json
-from tests.processes import airflow_api, free_port, running_airflow, served_warehouse
+from tests.processes import ROOT, airflow_api, free_port, running_airflow, served_warehouse
 
 pytestmark = pytest.mark.integration
 DAG = "/dags/market_segmentation"
@@ -158,6 +158,8 @@ def gated(tmp_path_factory):
             mp.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", connection_json(wh_port))
             env = {
                 "AIRFLOW__CORE__PARALLELISM": "2",
+                # the project's plugin: run notes (a listener in the scheduler) and the report pages
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
                 "AIRFLOW_CONN_SNOWFLAKE_DEFAULT": connection_json(wh_port),
                 "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(smtp),
                 "SEGMENTATION_CONFIG": str(config_file),

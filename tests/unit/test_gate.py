@@ -23,14 +23,15 @@ def _month(now: dict[str, int], before: dict[str, int]) -> tuple[pd.DataFrame, p
     return segments, previous
 
 
-def _metrics(k: int, previous_k: int | None, stability: float | None, previous_month: str | None = "2013-11"):
-    return {"n_clusters": k, "previous_k": previous_k, "stability": stability, "previous_month": previous_month}
+def _metrics(k: int, stability: float | None, previous_month: str | None = "2013-11"):
+    # k before is counted from the previous month's SegmentIDs, not taken from the metrics
+    return {"n_clusters": k, "stability": stability, "previous_month": previous_month}
 
 
 def test_an_unchanged_month_is_written_without_asking():
     before = {f"M{i}": 1 + i % 3 for i in range(30)}
     segments, previous = _month(before, before)
-    summary = change("2013-12", segments, previous, _metrics(3, 3, 1.0), n_excluded=0)
+    summary = change("2013-12", segments, previous, _metrics(3, 1.0), n_excluded=0)
     assert summary.n_moved == 0
     assert summary.appeared == summary.disappeared == ()
     assert approval_reasons(summary, ON_CHANGE) == []
@@ -45,7 +46,7 @@ def test_a_reshuffle_asks_with_every_reason():
     before = {f"M{i}": 1 + i % 3 for i in range(30)}
     now = {k: (v if v != 3 else (1 if int(k[1:]) % 2 else 2)) for k, v in before.items()}
     segments, previous = _month(now, before)
-    summary = change("2013-12", segments, previous, _metrics(2, 3, 20 / 30), n_excluded=5)
+    summary = change("2013-12", segments, previous, _metrics(2, 20 / 30), n_excluded=5)
     assert summary.n_moved == 10
     assert summary.disappeared == (3,)
     assert summary.moves == (("3", "1", 5), ("3", "2", 5))
@@ -68,12 +69,12 @@ def test_a_new_segment_asks_and_a_first_month_does_not():
     before = {f"M{i}": 1 + i % 2 for i in range(20)}
     now = dict(before, M0=7, M2=7)
     segments, previous = _month(now, before)
-    summary = change("2013-12", segments, previous, _metrics(2, 2, 18 / 20), n_excluded=0)
+    summary = change("2013-12", segments, previous, _metrics(2, 18 / 20), n_excluded=0)
     assert summary.appeared == (7,)
     assert approval_reasons(summary, ON_CHANGE) == ["new segment(s) 7"]
     # the first month: nothing to change, nothing to ask (unless always)
     segments, previous = _month(now, {})
-    first = change("2013-12", segments, previous, _metrics(3, None, None, previous_month=None), n_excluded=0)
+    first = change("2013-12", segments, previous, _metrics(3, None, previous_month=None), n_excluded=0)
     assert first.stability is None
     assert first.appeared == ()
     assert approval_reasons(first, ON_CHANGE) == []
@@ -83,11 +84,11 @@ def test_thresholds_come_from_the_configuration():
     before = {f"M{i}": 1 + i % 2 for i in range(10)}
     now = dict(before, M0=2)  # 1 of 10 moved: 90% kept
     segments, previous = _month(now, before)
-    summary = change("2013-12", segments, previous, _metrics(2, 2, 0.9), n_excluded=0)
+    summary = change("2013-12", segments, previous, _metrics(2, 0.9), n_excluded=0)
     assert approval_reasons(summary, ON_CHANGE) == []
     strict = ApprovalConfig(mode="on_change", min_kept_share=0.95)
     assert approval_reasons(summary, strict) == ["90% of markets kept their SegmentID (fewer than 95%)"]
     # unassigned markets (-1) are not a segment that appears
     now = dict(before, M0=-1)
     segments, previous = _month(now, before)
-    assert change("2013-12", segments, previous, _metrics(2, 2, 0.9), n_excluded=0).appeared == ()
+    assert change("2013-12", segments, previous, _metrics(2, 0.9), n_excluded=0).appeared == ()

@@ -65,8 +65,9 @@ def change(
     ``segments``: this month's ``market_key``, ``segment_id`` (-1 unassigned) and ``previous_segment_id``
     (NaN: not segmented last month), one row per segmented market; ``previous``: the previous month's
     ``market_key``, ``segment_id`` (empty for the first month); ``metrics``: ``metrics.json``
-    (``n_clusters``, ``previous_k``, ``previous_month``, ``stability``); ``n_excluded``: markets the
-    quality gate excluded this month.
+    (``n_clusters``, ``previous_month``, ``stability``); ``n_excluded``: markets the quality gate
+    excluded this month. k before is the number of SegmentIDs the previous month wrote (however this
+    month's k was chosen: by the gap statistic or the ``n_clusters`` Param).
     """
     now = pd.to_numeric(segments["segment_id"], errors="coerce")
     before = pd.to_numeric(segments["previous_segment_id"], errors="coerce")
@@ -82,7 +83,7 @@ def change(
         month=month,
         previous_month=metrics.get("previous_month"),
         k=int(metrics["n_clusters"]),
-        previous_k=metrics.get("previous_k"),
+        previous_k=None if first else len(_ids(previous["segment_id"])) or None,
         stability=None if first or stability is None else float(stability),
         appeared=() if first else tuple(sorted(_ids(segments["segment_id"]) - _ids(previous["segment_id"]))),
         disappeared=() if first else tuple(sorted(_ids(previous["segment_id"]) - _ids(segments["segment_id"]))),
