@@ -54,7 +54,9 @@ class Inbox:
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's handler name
         message = email.message_from_bytes(envelope.content, policy=policy.default)
         body = message.get_body(preferencelist=("html", "plain"))
-        text = html.unescape(re.sub(r"<[^>]+>", "", body.get_content())) if body else ""
+        # As a reader sees it: each link's text, then its address in brackets.
+        linked = re.sub(r'<a href="([^"]+)">([^<]*)</a>', r"\2 (\1)", body.get_content()) if body else ""
+        text = html.unescape(re.sub(r"<[^>]+>", "", linked))
         self.mails.append((str(message["subject"]), text, list(envelope.rcpt_tos)))
         return "250 OK"
 
