@@ -607,7 +607,9 @@ def _market_view(pages: _Pages, market_key: str) -> HTMLResponse:
     from include.segmentation.history import read_market_history
 
     config = load_config()
-    context = {"root": "../", "tab": "markets", "market_key": market_key, "unexplained": []}
+    # Relative links back to /segments/: one level more for each slash in the key.
+    root = "../" * (1 + market_key.count("/"))
+    context = {"root": root, "tab": "markets", "market_key": market_key, "unexplained": []}
     try:
         history = read_market_history(config, market_key)
         if history.empty:
@@ -802,7 +804,8 @@ def _add_segment_routes(app: FastAPI, pages: _Pages) -> None:
     ) -> HTMLResponse:
         return _markets_view(pages, q, page_number, segment or None, sort)
 
-    @app.get("/markets/{market_key}", response_class=HTMLResponse)
+    # :path: a market key may contain a slash (links quote it; Starlette decodes it before routing).
+    @app.get("/markets/{market_key:path}", response_class=HTMLResponse)
     def market_page(market_key: str) -> HTMLResponse:
         if len(market_key) > 200:
             raise HTTPException(404, "Not a market key.")

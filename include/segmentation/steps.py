@@ -4,7 +4,8 @@ The flow (one DAG task per step, in this order)::
 
     start_run -> check_warehouse -> extract_static_features, build_sequences -> check_data_quality -> prepare_inputs
               -> read_previous -> train_autoencoder -> embed_markets -> cluster_markets
-              -> align_segments -> profile_segments -> build_report, write_segments
+              -> align_segments -> profile_segments -> build_report -> decide_approval
+              -> (approve_segments: the DAG's human-in-the-loop task) -> write_segments -> record_outcome
 
 Every step takes the run (``adapters.catalog.RunArtifacts``: the configuration snapshot, month,
 run id and the paths of every file) and returns only small figures, which is all the DAG passes
@@ -792,8 +793,9 @@ def run_month(
     """Every step for one month in this process, as the DAG runs them (for notebooks, benchmarks and tests).
 
     ``fresh``: as the ``force_retrain`` Param (no warm start of the model, k or centres); ``info``:
-    more for ``run.json`` (Params, times). Returns each step's result by name, plus ``folder``: the
-    run's artifact folder. Raises what the steps raise.
+    more for ``run.json`` (Params, times). ``decide_approval`` runs and records its decision, but no
+    one is asked here: the month is written (the DAG's ``approve_segments`` is the gate). Returns each
+    step's result by name, plus ``folder``: the run's artifact folder. Raises what the steps raise.
     """
     run = start_run(config, month, run_id, {"dry_run": dry_run, "fresh": fresh, **(info or {})})
     results: dict[str, Any] = {"folder": str(run.folder)}
