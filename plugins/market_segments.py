@@ -169,6 +169,15 @@ def _scan_runs(artifacts_dir: str, month: str | None = None) -> list[dict[str, A
     return runs
 
 
+def _run_folder(config: Any, run_id: str) -> Any:
+    """The folder of the run ``run_id`` (``<YYYY-MM>/<run_key>``, whatever its month), or None."""
+    from include.segmentation.adapters.catalog import run_key
+    from include.segmentation.adapters.storage import as_path
+
+    key = run_key(run_id)
+    return next((m / key for m in _month_dirs(as_path(config.artifacts_dir)) if (m / key).is_dir()), None)
+
+
 def _status(run: dict[str, Any], published: dict[str, str] | None, published_started: dict[str, str]) -> str:
     """The run's label: ``dry-run``; ``published``; ``superseded`` (another run of the month is published
     and started after this one); ``not-published`` (no run of the month is, or the published one started
@@ -559,15 +568,12 @@ def _by_run_view(pages: _Pages, run_id: str) -> Response:
     saying why it has none (with a link back to the run in Airflow)."""
     from fastapi.responses import RedirectResponse
 
-    from include.segmentation.adapters.catalog import run_key
     from include.segmentation.config import load_config
 
-    key = run_key(run_id)
-    for run in _scan_runs(load_config().artifacts_dir):
-        if run["run_key"] == key and run["run_id"] == run_id:
-            if run["has_report"]:
-                return RedirectResponse(f"./runs/{run['month']}/{key}", status_code=307, headers=_NO_STORE)
-            break
+    folder = _run_folder(load_config(), run_id)
+    run = read_run(folder) if folder is not None else None
+    if run is not None and run["run_id"] == run_id and run["has_report"]:
+        return RedirectResponse(f"./runs/{run['month']}/{run['run_key']}", status_code=307, headers=_NO_STORE)
     entry = (airflow_runs() or {}).get(run_id)
     state = f" (Airflow state: {entry['state']})" if entry else ""
     return pages.page("no_report.html", 404, root="./", tab="runs", run_id=run_id, state=state, entry=entry)
@@ -864,11 +870,9 @@ def run_note(config: Any, run_id: str, failed: bool) -> str | None:
     """The note for the DAG run ``run_id`` when it ends: its ``outcome.json`` note (month, written / dry
     run / rejected, k, stability, report link); for a failed run, the month and that nothing was
     written. None when the run left no folder and did not fail."""
-    from include.segmentation.adapters.catalog import RunArtifacts, run_key
-    from include.segmentation.adapters.storage import as_path
+    from include.segmentation.adapters.catalog import RunArtifacts
 
-    key = run_key(run_id)
-    folder = next((m / key for m in _month_dirs(as_path(config.artifacts_dir)) if (m / key).is_dir()), None)
+    folder = _run_folder(config, run_id)
     if folder is not None and not failed:
         outcome = _read_json_or_none(folder / RunArtifacts.outcome.name, "no note") or {}
         return outcome.get("note") if isinstance(outcome, dict) else None

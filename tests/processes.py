@@ -80,6 +80,12 @@ def airflow_api(port: int, method: str, path: str, body: dict | None = None) -> 
         return json.loads(response.read())
 
 
+#: SQLite's busy timeout (seconds) for a test Airflow on its default SQLite metadata DB: the api-server,
+#: scheduler and task processes all write to one file, and the default 5 s let a REST call fail with
+#: "database is locked" (HTTP 500) under load. Read by Airflow as ``[database] sql_alchemy_connect_args``.
+SQLITE_CONNECT_ARGS = {"timeout": 60}
+
+
 def airflow_env(home: Path, env: dict[str, str], api_port: int | None = None) -> dict[str, str]:
     """The environment of a test Airflow in ``home`` (plus ``env``): what its components and a CLI call share."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")} | {
@@ -89,6 +95,12 @@ def airflow_env(home: Path, env: dict[str, str], api_port: int | None = None) ->
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # local test server, loopback only
         "PYTHONPATH": str(ROOT),
     }
+    if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in env:  # SQLite, not the PostgreSQL of the Celery test
+        args = f"{__name__}.SQLITE_CONNECT_ARGS"
+        base |= {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": args,
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": args,
+        }
     if api_port is not None:
         base |= {
             "AIRFLOW__API__HOST": "127.0.0.1",
