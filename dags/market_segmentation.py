@@ -225,11 +225,8 @@ def write_segments(run: str) -> dict:
     result = _call(steps.write_segments, opened)
     if result["dry_run"]:
         raise AirflowSkipException(f"dry run: {result['model_version']} computed, nothing written")
-    decision = get_current_context()["ti"].xcom_pull(task_ids="decide_approval") or {}
-    if decision.get("change_reasons") and not decision.get("ask"):
-        # Written without asking (approval: never), but a consumer of SegmentIDs should hear of it.
-        text = "Written without approval (approval: never).\n\n" + decision["body"]
-        alerts.send(opened.config.alerts, f"Market segments of {opened.month} changed", text, get_current_context())
+    context = get_current_context()
+    alerts.announce_change(opened, context["ti"].xcom_pull(task_ids="decide_approval") or {}, context)
     return result
 
 
@@ -239,12 +236,9 @@ def record_outcome(run: str) -> dict:
     from include.segmentation import steps
 
     ti = get_current_context()["ti"]
-    decision = None
-    if (ti.xcom_pull(task_ids="decide_approval") or {}).get("ask"):
-        # A rejection (or the timeout's Reject) skips the write and leaves the approval task no result.
-        answer = ti.xcom_pull(task_ids="approve_segments")
-        decision = (answer.get("chosen_options") or ["Reject"])[0] if answer else "Reject"
-    return _call(steps.record_outcome, _open(run), decision, ti.xcom_pull(task_ids="write_segments"))
+    asked = bool((ti.xcom_pull(task_ids="decide_approval") or {}).get("ask"))
+    answer, written = ti.xcom_pull(task_ids="approve_segments"), ti.xcom_pull(task_ids="write_segments")
+    return _call(steps.record_outcome, _open(run), steps.approval_answer(asked, answer), written)
 
 
 @dag(

@@ -99,6 +99,15 @@ def send(alerts: AlertsConfig, subject: str, text: str, context: Any) -> int:
     return delivered
 
 
+def announce_change(run: Any, decision: dict, context: Any) -> int:
+    """After a write made without asking (``approval: never``): the "segments changed" alert when
+    ``on_change`` would have asked (``decide_approval``'s ``change_reasons``). Returns alerts delivered."""
+    if decision.get("ask") or not decision.get("change_reasons"):
+        return 0
+    text = "Written without approval (approval: never).\n\n" + decision["body"]
+    return send(run.config.alerts, f"Market segments of {run.month} changed", text, context)
+
+
 def _month(context: Any) -> str:
     from include.segmentation.months import resolve_month
 

@@ -673,6 +673,14 @@ def decide_approval(run: RunArtifacts) -> dict:
     return {k: decision[k] for k in ("ask", "reasons", "change_reasons", "subject", "body")}
 
 
+def approval_answer(asked: bool, answer: dict | None) -> str | None:
+    """The approval task's answer: None when no one was asked; else its chosen option. A rejection (or
+    the timeout's Reject) skips the write and leaves the task no result (``answer`` None): "Reject"."""
+    if not asked:
+        return None
+    return (answer.get("chosen_options") or ["Reject"])[0] if answer else "Reject"
+
+
 def record_outcome(run: RunArtifacts, decision: str | None, written: dict | None) -> dict:
     """What became of the run, in ``run.outcome`` (read by the UI plugin and the run's note):
     ``outcome`` (``written``, ``dry run``, ``rejected``: a person or the timeout rejected it, nothing

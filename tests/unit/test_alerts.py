@@ -70,3 +70,20 @@ def test_links_name_the_month_s_report_and_the_task_log():
     assert alerts.task_log_url(config, run_id, "check_warehouse").endswith(
         "/dags/market_segmentation/runs/manual__2013-12-01T00%3A00%3A00%2B00%3A00/tasks/check_warehouse"
     )
+
+
+def test_a_large_change_written_without_asking_is_announced_and_an_asked_one_is_not():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    RECEIVED.clear()
+    config = SegmentationConfig.model_validate(
+        {"alerts": {"notifiers": [{"notifier": f"{__name__}.Recorder", "kwargs": {"channel": "#s"}}]}}
+    )
+    run = SimpleNamespace(config=config, month=pd.Period("2013-12", "M"))
+    changed = {"ask": False, "change_reasons": ["k changed from 4 to 3"], "body": "- k: 4 -> 3"}
+    assert alerts.announce_change(run, changed, {"run_id": "r"}) == 1
+    assert RECEIVED[0][1]["text"].startswith("Market segments of 2013-12 changed\n\nWritten without approval")
+    assert alerts.announce_change(run, changed | {"ask": True}, {"run_id": "r"}) == 0  # the request said it
+    assert alerts.announce_change(run, {"ask": False, "change_reasons": []}, {"run_id": "r"}) == 0

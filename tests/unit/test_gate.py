@@ -92,3 +92,11 @@ def test_thresholds_come_from_the_configuration():
     now = dict(before, M0=-1)
     segments, previous = _month(now, before)
     assert change("2013-12", segments, previous, _metrics(2, 0.9), n_excluded=0).appeared == ()
+
+
+def test_the_approval_answer_when_a_rejection_leaves_no_result():
+    from include.segmentation.steps import approval_answer
+
+    assert approval_answer(False, {"chosen_options": ["Approve"], "asked": False}) is None  # not asked
+    assert approval_answer(True, {"chosen_options": ["Approve"]}) == "Approve"
+    assert approval_answer(True, None) == "Reject"  # skipped downstream: no XCom
