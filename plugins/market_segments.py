@@ -14,7 +14,7 @@ Pages (under ``/segments/``, shown in an iframe inside the Airflow UI, in Airflo
   extra link on the DAG's tasks in Airflow's UI;
 - ``/segments/markets``: each market's latest SegmentID, from the warehouse
   (``sql/latest_market_segments.sql``), filtered by segment or search, with its segment's description;
-- ``/segments/markets/<market_key>``: one market's SegmentID month by month;
+- ``/segments/market?key=<market_key>``: one market's SegmentID month by month;
 - ``/segments/history``: segment sizes over the months written, and the migration matrix between any
   two of them;
 - ``/segments/export/<YYYY-MM>/<segments|profiles|moved>.csv``: a month as the warehouse holds it;
@@ -421,8 +421,9 @@ def _published_reports(config: Any, rows: list[dict[str, Any]]) -> set[str]:
     return {month for month, run_id in pairs if (root / month / run_key(run_id) / RunArtifacts.report.name).exists()}
 
 
-def why_not_segmented(config: Any, search: str) -> list[dict[str, str]]:
-    """For a search that matched no segmented market: the markets of the market dimension it matches,
+def why_not_segmented(config: Any, search: str, exact: bool = False) -> list[dict[str, str]]:
+    """For a search (``exact``: a market key) that matched no segmented market: the markets of the market
+    dimension it matches,
     each with why it has no SegmentID: its reasons in the newest published run's ``excluded.parquet``
     ("excluded in 2013-12: ..."), else "not segmented in any month written"."""
     from include.segmentation.adapters.catalog import RunArtifacts, run_key
@@ -430,7 +431,7 @@ def why_not_segmented(config: Any, search: str) -> list[dict[str, str]]:
     from include.segmentation.history import find_markets
     from include.segmentation.report import excluded_rows
 
-    found = find_markets(config, search)
+    found = find_markets(config, search, exact=exact)
     if found.empty:
         return []
     reasons: dict[str, str] = {}
@@ -613,13 +614,11 @@ def _market_view(pages: _Pages, market_key: str) -> HTMLResponse:
     from include.segmentation.history import read_market_history
 
     config = load_config()
-    # Relative links back to /segments/: one level more for each slash in the key.
-    root = "../" * (1 + market_key.count("/"))
-    context = {"root": root, "tab": "markets", "market_key": market_key, "unexplained": []}
+    context = {"root": "./", "tab": "markets", "market_key": market_key, "unexplained": []}
     try:
         history = read_market_history(config, market_key)
         if history.empty:
-            context["unexplained"] = [u for u in why_not_segmented(config, market_key) if u["market_key"] == market_key]
+            context["unexplained"] = why_not_segmented(config, market_key, exact=True)
     except Exception as err:
         log.exception("cannot read a market's history from the warehouse")
         return pages.page("market.html", 503, error=_warehouse_error(err), rows=[], reports=set(), **context)
@@ -798,7 +797,7 @@ def _add_run_routes(app: FastAPI, pages: _Pages) -> None:
 
 def _add_segment_routes(app: FastAPI, pages: _Pages) -> None:
     """The warehouse's segments: latest per market, one market, history, exports."""
-    from fastapi import HTTPException, Query
+    from fastapi import Query
     from fastapi.responses import HTMLResponse
 
     @app.get("/markets", response_class=HTMLResponse)
@@ -810,12 +809,10 @@ def _add_segment_routes(app: FastAPI, pages: _Pages) -> None:
     ) -> HTMLResponse:
         return _markets_view(pages, q, page_number, segment or None, sort)
 
-    # :path: a market key may contain a slash (links quote it; Starlette decodes it before routing).
-    @app.get("/markets/{market_key:path}", response_class=HTMLResponse)
-    def market_page(market_key: str) -> HTMLResponse:
-        if len(market_key) > 200:
-            raise HTTPException(404, "Not a market key.")
-        return _market_view(pages, market_key)
+    # The key as a query value, not a path segment: a key may hold "/" or "%", which a path would mangle.
+    @app.get("/market", response_class=HTMLResponse)
+    def market_page(key: str = Query(..., min_length=1, max_length=200)) -> HTMLResponse:
+        return _market_view(pages, key)
 
     @app.get("/history", response_class=HTMLResponse)
     def history_page(

@@ -10,6 +10,10 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 dataset() { python -m include.segmentation.local.emulator dataset --db-path "$WAREHOUSE_DIR" --field "$1"; }
 SOURCE="${DEMO_SOURCE:-auto}"
+if [[ "$SOURCE" == auto && "$(dataset source)" == unreadable ]]; then
+  echo "$WAREHOUSE_DIR/dataset.json cannot be read, so what the warehouse holds is unknown: DEMO_SOURCE=keep make demo segments it, DEMO_SOURCE=adventureworks make demo replaces it"
+  exit 2
+fi
 if [[ "$SOURCE" == auto && "$(dataset source)" == file ]]; then
   echo "keeping your data loaded from $(dataset name) (DEMO_SOURCE=adventureworks make demo replaces it with the demo data)"
   SOURCE=keep

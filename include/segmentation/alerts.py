@@ -54,10 +54,24 @@ def _html(text: str) -> str:
     return "<br>\n".join(linked.splitlines())
 
 
+def _built(spec: Any, subject: str, text: str) -> Any:
+    """One ``alerts.notifiers`` entry, holding this alert. Raises ``ImportError``, ``AttributeError``,
+    ``TypeError`` (not an Airflow notifier, or arguments it does not take) naming the entry."""
+    module, _, name = spec.notifier.rpartition(".")
+    try:
+        notifier = getattr(importlib.import_module(module), name)
+        if not (isinstance(notifier, type) and issubclass(notifier, BaseNotifier)):
+            # Only notifiers: a class path must not name any callable (os.system would run the text).
+            raise TypeError("not a subclass of airflow.sdk.BaseNotifier")
+        return notifier(**{**spec.kwargs, spec.message_arg: f"{subject}\n\n{text}"})
+    except (ImportError, AttributeError, TypeError) as err:
+        raise type(err)(f"alerts.notifiers: cannot build {spec.notifier}: {err}") from err
+
+
 def channels(alerts: AlertsConfig, subject: str, text: str) -> list[Any]:
     """The configured notifiers, each holding this alert: ``SmtpNotifier`` for ``email_to``, then each of
-    ``alerts.notifiers`` with ``subject`` and ``text`` in its ``message_arg``. Raises ``ImportError``,
-    ``AttributeError`` or ``TypeError`` naming a notifier that cannot be built."""
+    ``alerts.notifiers`` with ``subject`` and ``text`` in its ``message_arg``. A notifier that cannot be
+    built is logged and left out: the other channels still get the alert."""
     built: list[Any] = []
     if alerts.email_to:
         from airflow.providers.smtp.notifications.smtp import SmtpNotifier
@@ -72,24 +86,17 @@ def channels(alerts: AlertsConfig, subject: str, text: str) -> list[Any]:
             )
         )
     for spec in alerts.notifiers:
-        module, _, name = spec.notifier.rpartition(".")
         try:
-            notifier = getattr(importlib.import_module(module), name)
-            built.append(notifier(**spec.kwargs, **{spec.message_arg: f"{subject}\n\n{text}"}))
-        except (ImportError, AttributeError, TypeError) as err:
-            raise type(err)(f"alerts.notifiers: cannot build {spec.notifier}: {err}") from err
+            built.append(_built(spec, subject, text))
+        except (ImportError, AttributeError, TypeError):
+            log.exception("alerts: %r not sent through %s", subject, spec.notifier)
     return built
 
 
 def send(alerts: AlertsConfig, subject: str, text: str, context: Any) -> int:
     """Deliver one alert on every configured channel; returns how many delivered. Failures are logged."""
     delivered = 0
-    try:
-        notifiers = channels(alerts, subject, text)
-    except Exception:
-        log.exception("alerts: cannot build the configured notifiers; alert %r not sent", subject)
-        return 0
-    for notifier in notifiers:
+    for notifier in channels(alerts, subject, text):
         try:
             # notify(), not __call__: the text is final, there is no template left to render.
             notifier.notify(context)

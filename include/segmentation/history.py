@@ -85,13 +85,14 @@ def read_month_segments(config: SegmentationConfig, month: str) -> pd.DataFrame:
     )
 
 
-def find_markets(config: SegmentationConfig, search: str, limit: int = 20) -> pd.DataFrame:
-    """Markets of the market dimension whose key or name contains ``search`` (case-insensitive):
-    ``market_key``, ``market_name``; at most ``limit``. For telling "excluded" from "no such market"."""
+def find_markets(config: SegmentationConfig, search: str, limit: int = 20, exact: bool = False) -> pd.DataFrame:
+    """Markets of the market dimension whose key or name contains ``search`` (case-insensitive; ``exact``:
+    whose key is ``search``): ``market_key``, ``market_name``; at most ``limit``. For telling "excluded"
+    from "no such market"."""
     w = config.warehouse
+    params = {"pattern": f"%{search}%", "key": search if exact else None, "limit": limit}
     with connect(w) as conn:
-        frame = query_frame(conn, render_sql("find_markets.sql", w), {"pattern": f"%{search}%", "limit": limit})
-    return frame.rename(columns=str.lower)
+        return query_frame(conn, render_sql("find_markets.sql", w), params)
 
 
 def migration_matrix(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:

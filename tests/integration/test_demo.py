@@ -68,6 +68,16 @@ def test_demo_segments_the_loaded_file_and_keeps_it(tmp_path):
     assert not (tmp_path / "airflow" / "dags-test.log").read_text().count("AdventureWorks")
 
 
+def test_an_unreadable_record_of_the_loaded_data_is_not_replaced(tmp_path):
+    env = _env(tmp_path)
+    (tmp_path / "warehouse").mkdir()
+    (tmp_path / "warehouse" / "dataset.json").write_text('{"source": "file", "name": "my.csv"')  # cut short
+    demo = _run(["scripts/demo.sh"], env, timeout=120)
+    assert demo.returncode == 2
+    assert "dataset.json cannot be read, so what the warehouse holds is unknown" in demo.stdout
+    assert not (tmp_path / "warehouse" / "server.pid").exists()  # nothing loaded, nothing started
+
+
 def test_keep_on_an_empty_warehouse_says_what_to_do(tmp_path):
     demo = _run(["scripts/demo.sh"], _env(tmp_path) | {"DEMO_SOURCE": "keep"}, timeout=120)
     assert demo.returncode == 2

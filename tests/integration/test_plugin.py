@@ -394,7 +394,7 @@ def test_markets_page_shows_each_markets_latest_segment(plugin, artifacts, wareh
     assert "1 market in segment unassigned" in listed
     by_name = client.get("/markets", params={"sort": "name"}).text
     assert re.findall(r'<tr data-market="([^"]+)">', by_name) == ["B", "A", "C"]  # '<b>Beta', Alpha, Gamma
-    assert cells["A"][0] == '<a href="./markets/A">A</a>'
+    assert cells["A"][0] == '<a href="./market?key=A">A</a>'
 
     monkeypatch.setattr(plugin, "PAGE_SIZE", 2)
     first, second = client.get("/markets").text, client.get("/markets", params={"page": 2}).text
@@ -418,13 +418,17 @@ def test_market_history_and_the_migration_matrix(plugin, artifacts, warehouse):
             ("C", "2013-12-01", None),
         ]
     )
-    market = client.get("/markets/A")
+    market = client.get("/market", params={"key": "A"})
     assert market.status_code == 200
     rows = re.findall(r'<tr data-month="([^"]+)" data-segment="([^"]+)"', market.text)
     assert rows == [("2013-11", "1"), ("2013-12", "2")]
     assert "(was 1)" in market.text
     assert "Big &lt;b&gt;ones&lt;/b&gt;" in market.text  # November's description of segment 1
-    assert client.get("/markets/ZZ").status_code == 404
+    assert client.get("/market", params={"key": "ZZ"}).status_code == 404
+    odd = client.get("/market", params={"key": "a/b%2F"})  # a key with "/" and "%": a query value, not a path
+    assert odd.status_code == 404
+    assert "No market a/b%2F in the warehouse" in odd.text
+    assert '<a href="./markets">All markets</a>' in odd.text
 
     history = client.get("/history")
     assert history.status_code == 200

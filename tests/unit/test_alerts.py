@@ -44,9 +44,16 @@ def test_no_channel_configured_sends_nothing_and_a_broken_channel_is_logged_not_
     broken = AlertsConfig(notifiers=[{"notifier": f"{__name__}.Broken", "message_arg": "text"}])
     assert alerts.send(broken, "subject", "text", {"run_id": "r1"}) == 0
     assert "Broken could not deliver 'subject'" in caplog.text
-    missing = AlertsConfig(notifiers=[{"notifier": "no_such_package.Notifier"}])
-    with pytest.raises(ImportError, match="alerts.notifiers: cannot build no_such_package.Notifier"):
-        alerts.channels(missing, "subject", "text")
+    # One channel that cannot be built (a typo, not installed, not a notifier) does not silence the others.
+    RECEIVED.clear()
+    good = {"notifier": f"{__name__}.Recorder", "kwargs": {"channel": "#s"}}
+    for bad in ("no_such_package.Notifier", "os.system", "builtins.exit"):
+        config = AlertsConfig(notifiers=[{"notifier": bad, "message_arg": "command"}, good])
+        assert alerts.send(config, "subject", "touch /tmp/never", {"run_id": "r1"}) == 1
+        assert f"alerts: 'subject' not sent through {bad}" in caplog.text
+    assert len(RECEIVED) == 3
+    with pytest.raises(TypeError, match="cannot build os.system: not a subclass of airflow.sdk.BaseNotifier"):
+        alerts._built(AlertsConfig(notifiers=[{"notifier": "os.system"}]).notifiers[0], "s", "t")
 
 
 def test_mail_goes_through_the_smtp_connection_with_links_kept():

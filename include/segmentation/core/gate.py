@@ -9,6 +9,7 @@ Pure: frames and numbers in, text out.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -78,6 +79,8 @@ def change(
     ranked = sorted(((str(a), str(b), int(n)) for (a, b), n in counts.items()), key=lambda m: (-m[2], m[0], m[1]))
     first = metrics.get("previous_month") is None
     stability = metrics.get("stability")
+    if stability is not None and not math.isfinite(float(stability)):
+        stability = None  # no market in both months: nothing kept, nothing to compare
     n_all = len(segments) + n_excluded
     return Change(
         month=month,

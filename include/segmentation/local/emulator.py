@@ -44,12 +44,17 @@ def record_dataset(db_path: Path, source: str, name: str, latest_month: str) -> 
 
 
 def read_dataset(db_path: Path) -> dict[str, str]:
-    """``record_dataset``'s record for ``db_path``; {} when nothing was loaded (or by a version before it)."""
-    try:
-        record = json.loads((db_path / DATASET_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+    """``record_dataset``'s record for ``db_path``; {} when nothing was loaded (or by a version before it);
+    ``{"source": "unreadable"}`` when the record exists but cannot be read: what the warehouse holds is
+    then unknown, and ``make demo`` refuses to replace it without being told."""
+    path = db_path / DATASET_FILE
+    if not path.exists():
         return {}
-    return record if isinstance(record, dict) else {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {"source": "unreadable", "name": str(path)}
+    return record if isinstance(record, dict) and isinstance(record.get("source"), str) else {"source": "unreadable"}
 
 
 def connection_json(port: int, host: str = "127.0.0.1") -> str:
