@@ -50,6 +50,9 @@ def test_demo_segments_the_loaded_file_and_keeps_it(tmp_path):
     assert "market <- 'State'" in load.stdout
     assert "'State' (12 values) chosen over 'Region' (3 values)" in load.stdout
     assert "`make demo` now segments this data (2019-12" in load.stdout
+    # Region groups the states: it names the markets' group in descriptions (not "Unknown markets").
+    assert "territory_group <- 'Region'" in load.stdout
+    assert "made up (the file has no such columns): LIFETIME_VALUE:" in load.stdout
 
     demo = _run(["scripts/demo.sh"], env)
     out = demo.stdout + demo.stderr

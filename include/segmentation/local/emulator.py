@@ -177,9 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     p_load.add_argument("--source", choices=["auto", "adventureworks", "synthetic"], default="auto")
     p_serve = sub.add_parser("serve", help="serve the emulator on 127.0.0.1")
     p_serve.add_argument("--db-path", type=Path, required=True)
-    p_serve.add_argument("--port", type=int, default=8765)
+    port = int(os.environ.get("WAREHOUSE_PORT", "8765"))  # scripts/env.sh's, so every command agrees
+    p_serve.add_argument("--port", type=int, default=port)
     p_uri = sub.add_parser("conn-uri", help="print the Airflow connection (JSON) for the emulator")
-    p_uri.add_argument("--port", type=int, default=8765)
+    p_uri.add_argument("--port", type=int, default=port)
     p_data = sub.add_parser("dataset", help="print what the warehouse files hold (dataset.json), {} if unknown")
     p_data.add_argument("--db-path", type=Path, required=True)
     p_data.add_argument("--field", choices=["source", "name", "latest_month"], help="print only this field")

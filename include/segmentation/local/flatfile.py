@@ -543,6 +543,17 @@ def _territory(source: _Source, cols: dict[str, str], markets: pd.Series) -> pd.
     return territory
 
 
+def _coarser_column(source: _Source, markets: pd.Series, candidates: list[str]) -> str | None:
+    """Among market-like ``candidates`` (Region beside State), the finest that groups the markets: fewer
+    values than markets, one value per market. None when none does."""
+    n_markets = markets.nunique()
+    for column in sorted(candidates, key=lambda c: -source.frame[c].nunique()):
+        pairs = pd.DataFrame({"market": markets, "value": source.frame[column]}).dropna().drop_duplicates()
+        if 1 < pairs["value"].nunique() < n_markets and not pairs["market"].duplicated().any():
+            return column
+    return None
+
+
 def _date_dimension(fact: pd.DataFrame) -> pd.DataFrame:
     # Every day of the months the orders span, whole months at both ends.
     first, last = fact["ORDER_DATE"].min().to_period("M"), fact["ORDER_DATE"].max().to_period("M")
@@ -615,9 +626,11 @@ def build_star(path: str | os.PathLike, mapping: ColumnMapping | None = None) ->
         }
     ).sort_values(["ORDER_DATE", "SALES_ORDER_NUMBER", "SALES_ORDER_LINE"], ignore_index=True, kind="stable")
     customer = _customers(source, cols, mapping, fact, len(ids), customer_key, dates)
+    others = [c for c in source.frame.columns if _norm(c) in COMMON_NAMES["market"] and c != cols["market"]]
+    if "territory_group" not in cols and (group := _coarser_column(source, markets, others)):
+        cols["territory_group"] = group  # Region over State: the states' group in descriptions
     territory = _territory(source, cols, markets)
     fact.attrs["columns"] = dict(cols)  # role -> file column, for describe_star
-    others = [c for c in source.frame.columns if _norm(c) in COMMON_NAMES["market"] and c != cols["market"]]
     fact.attrs["market_alternatives"] = {c: int(source.frame[c].nunique()) for c in others}
     return {
         "fact_sale": fact,
@@ -662,6 +675,10 @@ def describe_star(tables: dict[str, pd.DataFrame], seq_len: int = 12) -> str:
             f"market: {columns.get('market')!r} ({n_markets} values) chosen over {shown}; "
             "name another in a mapping file (market: ...)"
         )
+    derived = tables["customer"].attrs.get("derived", {})
+    if derived:
+        made_up = "; ".join(f"{column}: {how}" for column, how in derived.items())
+        lines.append(f"made up (the file has no such columns): {made_up}. Features on them are profiled, not clustered")
     if n_markets < 3:
         lines.append("warning: fewer than 3 markets: there is nothing to segment")
     elif n_markets < FEW_MARKETS:
