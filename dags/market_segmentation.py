@@ -55,8 +55,8 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, PokeReturnValue, dag, get_current_context, task
 
-from include.segmentation.alerts import ApprovalRequestAlert, RunFailedAlert
-from include.segmentation.approval import SegmentApprovalOperator
+from include.segmentation.alerts import RunFailedAlert
+from include.segmentation.approval import approval_task
 from include.segmentation.assets import segment_assets
 from include.segmentation.config import load_config
 from include.segmentation.params import run_params
@@ -195,24 +195,6 @@ def decide_approval(run: str) -> dict:
     return _call(steps.decide_approval, _open(run))
 
 
-def approve_segments() -> SegmentApprovalOperator:
-    """Airflow's human-in-the-loop approval, asked only when ``decide_approval`` says so."""
-    decision = "ti.xcom_pull(task_ids='decide_approval')"
-    return SegmentApprovalOperator(
-        task_id="approve_segments",
-        decision_task_id="decide_approval",
-        subject="{{ " + decision + "['subject'] }}",
-        body="{{ " + decision + "['body'] }}",
-        # An unanswered request decides this when it times out.
-        defaults=SegmentApprovalOperator.REJECT
-        if DEFAULTS.approval.on_timeout == "reject"
-        else SegmentApprovalOperator.APPROVE,
-        response_timeout=timedelta(hours=DEFAULTS.approval.timeout_hours),
-        notifiers=[ApprovalRequestAlert()],
-        retries=0,
-    )
-
-
 # Outlets: a successful write updates the segment assets; a failed, rejected or dry run does not.
 # none_failed: the approval task's "Reject" skips this task, as does a dry run below.
 @task(multiple_outputs=False, outlets=segment_assets(DEFAULTS.warehouse), trigger_rule="none_failed")
@@ -274,7 +256,7 @@ def market_segmentation():
     model >> embed_markets(run) >> cluster_markets(run) >> align_segments(run) >> profiles
     decision = decide_approval(run)
     written = write_segments(run)
-    profiles >> build_report(run) >> decision >> approve_segments() >> written
+    profiles >> build_report(run) >> decision >> approval_task(DEFAULTS.approval) >> written
     [decision, written] >> record_outcome(run)
 
 

@@ -582,13 +582,14 @@ def _by_run_view(pages: _Pages, run_id: str) -> Response:
 
 def _markets_view(pages: _Pages, q: str, page_number: int, segment: str | None, sort: str) -> HTMLResponse:
     from include.segmentation.config import load_config
+    from include.segmentation.history import read_current_segments
 
     config = load_config()
     context = {"root": "./", "tab": "markets", "q": q, "page": page_number, "page_size": PAGE_SIZE}
     context |= {"segment": segment or "", "sort": sort, "unexplained": []}
     try:
         rows, total = latest_segments(config, q.strip(), page_number, segment, by_name=sort == "name")
-        sizes = _latest_sizes(config)
+        sizes = read_current_segments(config)
         if not rows and q.strip() and page_number == 1:
             context["unexplained"] = why_not_segmented(config, q.strip())
     except Exception as err:
@@ -597,16 +598,6 @@ def _markets_view(pages: _Pages, q: str, page_number: int, segment: str | None, 
         return pages.page("markets.html", 503, error=_warehouse_error(err), **context)
     reports = _published_reports(config, rows)
     return pages.page("markets.html", error=None, rows=rows, total=total, reports=reports, segments=sizes, **context)
-
-
-def _latest_sizes(config: Any) -> list[str]:
-    """The segment labels of the newest month written, for the segment filter."""
-    from include.segmentation.history import read_segment_sizes
-
-    sizes = read_segment_sizes(config)
-    if sizes.empty:
-        return []
-    return sizes.loc[sizes["month"] == sizes["month"].max(), "segment"].tolist()
 
 
 def _market_view(pages: _Pages, market_key: str) -> HTMLResponse:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import importlib
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -46,8 +47,6 @@ def task_log_url(config: SegmentationConfig, run_id: str, task_id: str) -> str:
 
 def _html(text: str) -> str:
     # Plain text (one Markdown-ish line per paragraph) as mail HTML; links stay clickable.
-    import re
-
     escaped = html.escape(text)
     linked = re.sub(r"\[([^\]]+)\]\((https?://[^)\s]+)\)", r'<a href="\2">\1</a>', escaped)
     linked = re.sub(r"(?<![\"=])(https?://[^\s<]+)", r'<a href="\1">\1</a>', linked)

@@ -11,9 +11,13 @@ previous month's segments stay current.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+from include.segmentation.alerts import ApprovalRequestAlert
+from include.segmentation.config import ApprovalConfig
 
 
 class SegmentApprovalOperator(ApprovalOperator):
@@ -38,3 +42,21 @@ class SegmentApprovalOperator(ApprovalOperator):
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         result = super().execute_complete(context, event)
         return {**dict(result), "asked": True}
+
+
+def approval_task(config: ApprovalConfig, decision_task_id: str = "decide_approval") -> SegmentApprovalOperator:
+    """The DAG's ``approve_segments`` task: the request's subject and body rendered from
+    ``decision_task_id``'s result, ``config.on_timeout`` decided after ``config.timeout_hours``, the
+    request sent to the alert channels, and no retry (a person's answer is not retried)."""
+    decision = f"ti.xcom_pull(task_ids='{decision_task_id}')"
+    on_timeout = SegmentApprovalOperator.REJECT if config.on_timeout == "reject" else SegmentApprovalOperator.APPROVE
+    return SegmentApprovalOperator(
+        task_id="approve_segments",
+        decision_task_id=decision_task_id,
+        subject="{{ " + decision + "['subject'] }}",
+        body="{{ " + decision + "['body'] }}",
+        defaults=on_timeout,
+        response_timeout=timedelta(hours=config.timeout_hours),
+        notifiers=[ApprovalRequestAlert()],
+        retries=0,
+    )

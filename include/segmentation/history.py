@@ -52,6 +52,12 @@ def read_segment_sizes(config: SegmentationConfig) -> pd.DataFrame:
     )
 
 
+def read_current_segments(config: SegmentationConfig) -> list[str]:
+    """The segment labels of the newest month written, in SegmentID order (``sql/latest_segment_sizes.sql``)."""
+    frame = _query(config, "latest_segment_sizes.sql")
+    return [] if frame.empty else [segment_label(v) for v in pd.to_numeric(frame["segment_id"])]
+
+
 def read_market_history(config: SegmentationConfig, market_key: str) -> pd.DataFrame:
     """``market_key``'s segment in every month written: ``month``, ``segment``, ``description`` (its
     segment's that month), ``model_version``, ``run_id``; oldest first, empty when never segmented."""
